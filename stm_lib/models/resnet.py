@@ -1,0 +1,212 @@
+"""ResNet-50 (bottleneck, 3-4-6-3; torchvision's v1.5 layout with the stride on the 3x3 conv)
+whose every block can carry a temporal module, and ImageNet initialisation from torchvision's
+state dict. Parameter names match torchvision's, so its state dict loads key for key.
+
+Input `(N, T, 3, H, W)`; frames run through the 2D network as a batch of N*T images; per-frame
+logits are averaged over T (TSN consensus, paper Fig. 3: no temporal reduction before it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from stm_lib.models.relatives import STHConv
+from stm_lib.models.temporal import CMM, CSTM, TemporalShift
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """What one bottleneck carries. Every named variant is a choice of these fields."""
+    shift: str | None = None          # None | "tsm" | "stsm": shift on the residual branch before conv1
+    cstm: str | None = None           # None | "channelwise" | "ordinary": Eq. (1) before the 3x3 conv
+    cmm: bool = False                 # Eq. (2) beside the 3x3 path
+    fusion: str = "sum"               # "sum" | "concat" (Table 6) when both paths exist
+    conv2: str = "plain"              # "plain" | "sth" (hybrid conv replaces the 3x3)
+    cmm_reduction: int = 16           # r of section 3.2
+    stsm_spatial_fold_div: int = 32   # STSM: C/32 channels for each of 4 pixel directions (open)
+    sth_temporal_share: float = 0.25  # STH: share of input channels with temporal kernels (open)
+
+    @property
+    def is_plain(self) -> bool:
+        return self == BlockSpec()
+
+
+PLAIN = BlockSpec()
+
+
+class Bottleneck(nn.Module):
+    """conv1 1x1 -> BN -> ReLU -> [CSTM] -> conv2 3x3 (stride) -> BN -> ReLU [+ CMM] -> conv3 1x1 -> BN
+    -> + shortcut -> ReLU. With CSTM and CMM this is the STM block of section 3.3 / Fig. 3:
+    `relu(bn2(conv2(cstm(x)))) + cmm(x)`, both fed by the same post-ReLU conv1 output.
+    """
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int, frames: int, spec: BlockSpec = PLAIN):
+        super().__init__()
+        out = planes * self.expansion
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        if spec.conv2 == "sth":
+            self.conv2 = STHConv(planes, planes, stride, frames, spec.sth_temporal_share)
+        else:
+            self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or inplanes != out:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False),
+                                            nn.BatchNorm2d(out))
+        self.shift = None
+        if spec.shift:
+            self.shift = TemporalShift(frames, 8, spec.stsm_spatial_fold_div if spec.shift == "stsm" else 0)
+        self.cstm = CSTM(planes, frames, channelwise=spec.cstm == "channelwise") if spec.cstm else None
+        self.cmm = CMM(planes, frames, spec.cmm_reduction, stride) if spec.cmm else None
+        self.fuse = None
+        if spec.cmm and spec.fusion == "concat":   # Table 6: concat to 2C, then 1x1 back to C
+            self.fuse = nn.Conv2d(2 * planes, planes, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = x if self.shift is None else self.shift(x)
+        out = self.relu(self.bn1(self.conv1(out)))
+        st = out if self.cstm is None else self.cstm(out)
+        st = self.relu(self.bn2(self.conv2(st)))
+        if self.cmm is not None:
+            m = self.cmm(out)
+            st = st + m if self.fuse is None else self.fuse(torch.cat([st, m], dim=1))
+        out = self.bn3(self.conv3(st))
+        return self.relu(out + identity)
+
+
+STAGES = ((3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2))   # (blocks, planes, stride): stages 2-5
+
+
+def _width(c: int, mult: float) -> int:
+    return max(4, int(round(c * mult)))
+
+
+class VideoResNet(nn.Module):
+    """ResNet-50 applied per frame, with `specs[stage][block]` choosing each block's module."""
+
+    def __init__(self, specs: list[list[BlockSpec]], frames: int, num_classes: int,
+                 width_mult: float = 1.0, dropout: float = 0.5):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if frames < 1:
+            raise ValueError(f"frames must be >= 1, got {frames}")
+        if not 0 < width_mult <= 4:
+            raise ValueError(f"width_mult must be in (0, 4], got {width_mult}")
+        self.frames, self.num_classes = frames, num_classes
+        self.temporal = any(not s.is_plain for stage in specs for s in stage)
+        stem = _width(64, width_mult)
+        self.conv1 = nn.Conv2d(3, stem, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        inplanes = stem
+        for i, ((n, planes, stride), stage_specs) in enumerate(zip(STAGES, specs)):
+            planes = _width(planes, width_mult)
+            blocks = []
+            for b in range(n):
+                blocks.append(Bottleneck(inplanes, planes, stride if b == 0 else 1, frames, stage_specs[b]))
+                inplanes = planes * Bottleneck.expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(inplanes, num_classes)
+        self._init_backbone()
+
+    @torch.no_grad()
+    def _init_backbone(self) -> None:
+        """torchvision's ResNet init for the ResNet layers; fc ~ N(0, 0.001) (TSM code); the
+        temporal modules keep their own init (CSTM: shift kernels; CMM: PyTorch default)."""
+        for name, m in self.named_modules():
+            if ".cmm" in name or ".fuse" in name or ".cstm" in name:
+                continue
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.fc.weight, 0, 0.001)
+        nn.init.zeros_(self.fc.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """`(N*T, 3, H, W)` -> `(N*T, C)` pooled per-frame features."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"expected input (N, T, 3, H, W), got shape {tuple(x.shape)}")
+        n, t = x.shape[:2]
+        if self.temporal and t != self.frames:
+            raise ValueError(f"this model was built for frames={self.frames}, got T={t}")
+        logits = self.fc(self.dropout(self.features(x.flatten(0, 1))))
+        return logits.view(n, t, -1).mean(dim=1)        # TSN consensus: average over T
+
+
+@dataclass
+class LoadReport:
+    """Which keys of a torchvision ResNet-50 state dict went where."""
+    loaded: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)        # in the model, not in the file (temporal modules)
+    skipped: list[str] = field(default_factory=list)    # in the file, not used (fc with another class count)
+    unexpected: list[str] = field(default_factory=list)  # in the file, unknown to the model
+
+    def summary(self) -> str:
+        return (f"ImageNet init: {len(self.loaded)} tensors loaded, {len(self.new)} new "
+                f"(temporal modules / fc), {len(self.skipped)} skipped, {len(self.unexpected)} unexpected")
+
+
+def read_state_dict(source: str) -> dict[str, torch.Tensor]:
+    """`source`: a path to a torchvision ResNet-50 state dict (.pth), or "torchvision" /
+    "torchvision:IMAGENET1K_V2" for torchvision's weights API (needs internet the first time)."""
+    if source.startswith("torchvision"):
+        import torchvision
+
+        tag = source.partition(":")[2] or "IMAGENET1K_V1"     # V1: the weights TSN/TSM/STM used
+        return torchvision.models.ResNet50_Weights[tag].get_state_dict(progress=True)
+    from pathlib import Path
+
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights not found: {path}")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a loadable PyTorch state dict ({type(e).__name__}: {e})") from e
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{path}: expected a dict of tensors (a state dict)")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def load_imagenet(model: VideoResNet, source: str | dict[str, torch.Tensor]) -> LoadReport:
+    """Copy matching ResNet-50 tensors into `model`; new modules keep their init. fc is loaded
+    only when the class count matches (1000); otherwise it is reported as skipped."""
+    sd = read_state_dict(source) if isinstance(source, str) else source
+    own = model.state_dict()
+    rep = LoadReport()
+    to_load = {}
+    for k, v in sd.items():
+        if k not in own:
+            rep.unexpected.append(k)
+        elif own[k].shape == v.shape:
+            to_load[k] = v
+        elif k.startswith("fc."):
+            rep.skipped.append(k)
+        else:
+            raise ValueError(f"pretrained tensor {k} has shape {tuple(v.shape)}, model expects "
+                             f"{tuple(own[k].shape)} (ImageNet weights need width_mult=1)")
+    model.load_state_dict(to_load, strict=False)
+    rep.loaded = sorted(to_load)
+    rep.new = sorted(k for k in own if k not in to_load)
+    return rep

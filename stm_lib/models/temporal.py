@@ -1,0 +1,118 @@
+"""The paper's temporal modules, each working on the backbone's `(N*T, C, H, W)` layout.
+
+- `TemporalShift`: TSM (Lin et al.), 1/8 of channels from t+1 and 1/8 from t-1; `spatial` adds
+  the STSM reading (a further share shifted one pixel along H and W, zero cost).
+- `CSTM`: Channel-wise SpatioTemporal Module, paper section 3.1, Eq. (1).
+- `CMM`: Channel-wise Motion Module, paper section 3.2, Eq. (2).
+The STM block that combines CSTM and CMM (section 3.3) lives in `resnet.Bottleneck`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _split_time(x: torch.Tensor, frames: int) -> torch.Tensor:
+    nt, c, h, w = x.shape
+    if nt % frames:
+        raise ValueError(f"batch*time dimension {nt} is not a multiple of frames={frames}")
+    return x.view(nt // frames, frames, c, h, w)
+
+
+class TemporalShift(nn.Module):
+    """TSM: out[:, t, :f] = x[:, t+1, :f]; out[:, t, f:2f] = x[:, t-1, f:2f]; zero-padded in time.
+
+    `fold_div=8` is TSM's default (1/8 + 1/8). With `spatial_fold_div > 0` (STSM, an *open*
+    reading of its abstract) four further shares of C/spatial_fold_div channels are shifted by
+    one pixel up, down, left and right, zero-padded at the borders. No parameters, no FLOPs.
+    """
+
+    def __init__(self, frames: int, fold_div: int = 8, spatial_fold_div: int = 0):
+        super().__init__()
+        self.frames, self.fold_div, self.spatial_fold_div = frames, fold_div, spatial_fold_div
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nt, c, h, w = x.shape
+        x5 = _split_time(x, self.frames)
+        f = c // self.fold_div
+        out = torch.zeros_like(x5)
+        out[:, :-1, :f] = x5[:, 1:, :f]                  # from the future
+        out[:, 1:, f:2 * f] = x5[:, :-1, f:2 * f]        # from the past
+        s = c // self.spatial_fold_div if self.spatial_fold_div else 0
+        a = 2 * f
+        if s:
+            out[:, :, a:a + s, :-1] = x5[:, :, a:a + s, 1:]                    # up
+            out[:, :, a + s:a + 2 * s, 1:] = x5[:, :, a + s:a + 2 * s, :-1]    # down
+            out[:, :, a + 2 * s:a + 3 * s, :, :-1] = x5[:, :, a + 2 * s:a + 3 * s, :, 1:]  # left
+            out[:, :, a + 3 * s:a + 4 * s, :, 1:] = x5[:, :, a + 3 * s:a + 4 * s, :, :-1]  # right
+            a += 4 * s
+        out[:, :, a:] = x5[:, :, a:]
+        return out.view(nt, c, h, w)
+
+
+class CSTM(nn.Module):
+    """Eq. (1): G[c, t] = sum_{i=-1..1} K[c, i] * F[c, t+i], a temporal conv (kernel 3, zero
+    padding) on the `NHW x C x T` view. Channel-wise (groups=C) is the paper's choice; `ordinary`
+    (groups=1) is the Table 8 ablation. The block's own 3x3 conv follows (section 3.1).
+
+    Init (section 4.2): first C/4 channels [1,0,0], middle C/2 [0,1,0], last C/4 [0,0,1], i.e. at
+    init CSTM is a shift of 1/4 of the channels from t-1 and 1/4 from t+1. The ordinary conv gets
+    the same kernels on its diagonal (zero elsewhere) so that both variants start identical.
+    """
+
+    def __init__(self, channels: int, frames: int, channelwise: bool = True, kernel_size: int = 3):
+        super().__init__()
+        self.frames, self.channelwise = frames, channelwise
+        groups = channels if channelwise else 1
+        # A (k,1,1) Conv3d over (N, C, T, H, W) is exactly Conv1d over T on the NHW x C x T view
+        # (same weights and FLOPs) without materialising the transposed NHW view.
+        self.conv = nn.Conv3d(channels, channels, (kernel_size, 1, 1), padding=(kernel_size // 2, 0, 0),
+                              groups=groups, bias=False)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        c = self.conv.out_channels
+        k = self.conv.kernel_size[0]
+        self.conv.weight.zero_()
+        q = c // 4
+        taps = torch.full((c,), k // 2, dtype=torch.long)
+        taps[:q] = 0              # [1, 0, 0]: G[t] = F[t-1]
+        taps[c - q:] = k - 1      # [0, 0, 1]: G[t] = F[t+1]
+        in_idx = torch.zeros(c, dtype=torch.long) if self.channelwise else torch.arange(c)
+        self.conv.weight[torch.arange(c), in_idx, taps, 0, 0] = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nt, c, h, w = x.shape
+        x5 = _split_time(x, self.frames).transpose(1, 2)          # N, C, T, H, W
+        y = self.conv(x5).transpose(1, 2)                          # N, T, C, H, W
+        return y.reshape(nt, c, h, w)
+
+
+class CMM(nn.Module):
+    """Eq. (2): H_t = dwconv3x3(F_{t+1}) - F_t on C/r channels, for t = 0..T-2, and a zero frame
+    for the last step (section 3.2). Reduce: 1x1 conv C -> C/r + BN (no ReLU); restore: 1x1 conv
+    C/r -> C (no BN). In a stride-2 block the restored map is max-pooled 2x2 to match the
+    3x3 path (the restore conv runs *before* the pool; that order gives the paper's 33.3G).
+    Parameters keep PyTorch's default init ("randomly initialized", section 4.2).
+    """
+
+    def __init__(self, channels: int, frames: int, reduction: int = 16, stride: int = 1):
+        super().__init__()
+        if frames < 2:
+            raise ValueError("CMM needs at least 2 frames")
+        self.frames = frames
+        mid = max(1, channels // reduction)
+        self.reduce = nn.Conv2d(channels, mid, 1, bias=False)
+        self.bn = nn.BatchNorm2d(mid)
+        self.motion = nn.Conv2d(mid, mid, 3, padding=1, groups=mid, bias=False)   # K^c of Eq. (2)
+        self.restore = nn.Conv2d(mid, channels, 1, bias=False)
+        self.pool = nn.MaxPool2d(2, ceil_mode=True) if stride == 2 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = _split_time(self.bn(self.reduce(x)), self.frames)    # N, T, c, H, W
+        n, t, c, h, w = f.shape
+        nxt = self.motion(f[:, 1:].reshape(n * (t - 1), c, h, w)).view(n, t - 1, c, h, w)
+        motion = torch.cat([nxt - f[:, :-1], f.new_zeros(n, 1, c, h, w)], dim=1)   # zero last step
+        return self.pool(self.restore(motion.view(n * t, c, h, w)))

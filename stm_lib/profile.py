@@ -1,0 +1,146 @@
+"""Model complexity and speed: parameters, FLOPs (fvcore; one multiply-add = one flop, BN counted,
+the paper's convention for Tables 8 and 9) and throughput in videos/s (Table 9 protocol: batch 16,
+data loading excluded), always measured next to the TSN baseline in the same run.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from stm_lib.config import ModelConfig
+from stm_lib.models import build_model, list_models, get_variant
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: torch.nn.Module, frames: int, input_size: int = 224) -> int:
+    """fvcore FLOPs of one clip `(1, T, 3, S, S)` in eval mode. fvcore counts convs, linear
+    layers and BN (2 per element with affine); element-wise add/sub/mul and pooling are free."""
+    import warnings
+
+    from fvcore.nn import FlopCountAnalysis
+
+    was_training = model.training
+    model.eval()
+    try:
+        fa = FlopCountAnalysis(model, torch.zeros(1, frames, 3, input_size, input_size))
+        fa.unsupported_ops_warnings(False)
+        fa.uncalled_modules_warnings(False)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # fvcore's tracer warns about deprecated jit APIs
+            return int(fa.total())
+    finally:
+        model.train(was_training)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    return torch.device(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def measure_throughput(model: torch.nn.Module, frames: int, input_size: int = 224, batch_size: int = 16,
+                       device: str = "auto", warmup: int = 3, repeats: int = 10,
+                       amp: str = "none", channels_last: bool = False) -> dict:
+    """Videos/s of the forward pass on random input already on the device: the median of
+    `repeats` timed batches after `warmup` untimed ones."""
+    dev = resolve_device(device)
+    model = model.eval().to(dev)
+    x = torch.randn(batch_size, frames, 3, input_size, input_size, device=dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    times = []
+    for i in range(warmup + repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            model(x)
+        _sync(dev)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {"videos_per_s": batch_size / med, "batch_time_s": med, "batch_size": batch_size,
+            "repeats": repeats, "warmup": warmup, "device": device_name(dev), "amp": amp}
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def profile_model(name: str, frames: int = 8, num_classes: int = 174, input_size: int = 224,
+                  width_mult: float = 1.0) -> dict:
+    """Params and FLOPs of one registry variant (what Tables 8 and 9 report)."""
+    model = build_model(ModelConfig(name=name, frames=frames, num_classes=num_classes, width_mult=width_mult))
+    return {"model": name, "frames": frames, "num_classes": num_classes, "input_size": input_size,
+            "width_mult": width_mult, "params": count_params(model),
+            "flops": count_flops(model, frames, input_size)}
+
+
+def _cmd_profile(args) -> int:
+    get_variant(args.model)   # fail early on an unknown name
+    res = profile_model(args.model, args.frames, args.num_classes, args.input_size, args.width_mult)
+    print(f"{args.model}  frames={args.frames}  classes={args.num_classes}  input={args.input_size}x{args.input_size}"
+          f"  width={args.width_mult}")
+    print(f"  params  {res['params'] / 1e6:.2f}M ({res['params']:,})")
+    print(f"  FLOPs   {res['flops'] / 1e9:.2f}G ({res['flops']:,}; fvcore, 1 multiply-add = 1 flop)")
+    if args.throughput:
+        speeds = {}
+        for name in dict.fromkeys([args.model, "tsn"]):     # the baseline in the same run
+            m = build_model(ModelConfig(name=name, frames=args.frames, num_classes=args.num_classes,
+                                        width_mult=args.width_mult))
+            speeds[name] = measure_throughput(m, args.frames, args.input_size, args.batch_size, args.device,
+                                              args.warmup, args.repeats, args.amp, args.channels_last)
+            print(f"  speed   {name}: {speeds[name]['videos_per_s']:.1f} videos/s "
+                  f"(batch {args.batch_size}, median of {args.repeats}, {speeds[name]['device']})")
+        ratio = speeds[args.model]["videos_per_s"] / speeds["tsn"]["videos_per_s"]
+        print(f"  ratio   {args.model} / tsn = {ratio:.3f}")
+        res.update(videos_per_s=speeds[args.model]["videos_per_s"], tsn_videos_per_s=speeds["tsn"]["videos_per_s"],
+                   speed_ratio_vs_tsn=ratio, throughput=speeds)
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def _cmd_models(args) -> int:
+    for name in list_models():
+        print(f"{name:15s} {get_variant(name).about}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("profile", help="parameters, FLOPs and throughput of a model variant",
+                       description="Count parameters and FLOPs (fvcore: 1 multiply-add = 1 flop, the paper's "
+                                   "convention) and optionally measure videos/s next to the TSN baseline.")
+    p.add_argument("model", help="registry name (see `stm models`)")
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--num-classes", type=int, default=174)
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--json", action="store_true", help="end with one JSON line")
+    p.add_argument("--throughput", action="store_true", help="measure videos/s (and TSN's, and the ratio)")
+    p.add_argument("--batch-size", type=int, default=16, help="throughput batch (paper: 16)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    p.add_argument("--channels-last", action="store_true")
+    p.set_defaults(func=_cmd_profile)
+    m = sub.add_parser("models", help="list the registry's model variants")
+    m.set_defaults(func=_cmd_models)
