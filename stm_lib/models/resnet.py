@@ -186,13 +186,14 @@ def read_state_dict(source: str) -> dict[str, torch.Tensor]:
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{path}: expected a dict of tensors (a state dict)")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
+    return sd
 
 
 def load_imagenet(model: VideoResNet, source: str | dict[str, torch.Tensor]) -> LoadReport:
     """Copy matching ResNet-50 tensors into `model`; new modules keep their init. fc is loaded
     only when the class count matches (1000); otherwise it is reported as skipped."""
     sd = read_state_dict(source) if isinstance(source, str) else source
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}     # DataParallel / DDP checkpoints
     own = model.state_dict()
     rep = LoadReport()
     to_load = {}
@@ -208,5 +209,6 @@ def load_imagenet(model: VideoResNet, source: str | dict[str, torch.Tensor]) -> 
                              f"{tuple(own[k].shape)} (ImageNet weights need width_mult=1)")
     model.load_state_dict(to_load, strict=False)
     rep.loaded = sorted(to_load)
+    rep.skipped.sort()
     rep.new = sorted(k for k in own if k not in to_load)
     return rep

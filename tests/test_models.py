@@ -1,0 +1,169 @@
+"""Models against independent truths: torchvision's ResNet-50, hand-computed tensors, the paper."""
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from stm_lib.config import ModelConfig
+from stm_lib.models import build_model, list_models, load_imagenet
+from stm_lib.models.temporal import CMM, CSTM, TemporalShift
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def tv_resnet():
+    torch.manual_seed(0)
+    m = torchvision.models.resnet50(weights=None).eval()
+    # Non-trivial BN statistics so that a wrong running-stat copy would show.
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+    return m
+
+
+def test_tsn_equals_torchvision_per_frame_average(tv_resnet, tmp_path):
+    path = tmp_path / "r50.pth"
+    torch.save(tv_resnet.state_dict(), path)
+    model = build_model(ModelConfig(name="tsn", frames=3, num_classes=1000, pretrained=str(path))).eval()
+    rep = model.load_report
+    assert not rep.new and not rep.skipped and not rep.unexpected
+    x = torch.randn(2, 3, 3, 64, 64)
+    with torch.no_grad():
+        ours = model(x)
+        ref = torch.stack([tv_resnet(x[:, t]) for t in range(3)], 1).mean(1)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_imagenet_into_stm_reports_new_keys(tv_resnet):
+    sd = {"module." + k: v for k, v in tv_resnet.state_dict().items()}   # DataParallel-style prefix
+    model = build_model(name="stm", num_classes=174, frames=4)
+    rep = load_imagenet(model, sd)
+    assert rep.skipped == ["fc.bias", "fc.weight"]            # 1000 -> 174 classes
+    assert all(".cstm." in k or ".cmm." in k or k.startswith("fc.") for k in rep.new)
+    assert any(".cmm.reduce" in k for k in rep.new) and any(".cstm.conv" in k for k in rep.new)
+    assert "layer3.2.conv2.weight" in rep.loaded
+    torch.testing.assert_close(model.state_dict()["layer3.2.conv2.weight"], tv_resnet.state_dict()["layer3.2.conv2.weight"])
+    # The paper's init survives loading: CSTM still a shift.
+    w = model.layer1[0].cstm.conv.weight.view(64, 3)
+    assert w[0].tolist() == [1, 0, 0] and w[-1].tolist() == [0, 0, 1] and w[32].tolist() == [0, 1, 0]
+
+
+def test_pretrained_file_errors(tmp_path, tv_resnet):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        build_model(name="tsn", pretrained=str(tmp_path / "missing.pth"))
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pth"):
+        build_model(name="tsn", pretrained=str(bad))
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": tv_resnet.state_dict()}, wrapped)
+    with pytest.raises(ValueError, match="width_mult=1"):
+        build_model(name="tsn", width_mult=0.5, pretrained=str(wrapped))
+    assert len(build_model(name="tsn", pretrained=str(wrapped)).load_report.loaded) > 300
+
+
+def test_cstm_init_is_quarter_shift():
+    frames, c = 5, 8
+    x = torch.randn(2 * frames, c, 3, 3)
+    x5 = x.view(2, frames, c, 3, 3)
+    expected = torch.zeros_like(x5)
+    expected[:, 1:, :2] = x5[:, :-1, :2]        # first C/4: [1,0,0] -> G_t = F_{t-1}
+    expected[:, :, 2:6] = x5[:, :, 2:6]         # middle C/2: identity
+    expected[:, :-1, 6:] = x5[:, 1:, 6:]        # last C/4: [0,0,1] -> G_t = F_{t+1}
+    for channelwise in (True, False):
+        out = CSTM(c, frames, channelwise=channelwise)(x)
+        torch.testing.assert_close(out, expected.view_as(x))
+
+
+def test_cstm_eq1_with_arbitrary_kernel():
+    frames, c = 4, 3
+    m = CSTM(c, frames)
+    k = torch.randn(c, 3)
+    with torch.no_grad():
+        m.conv.weight.copy_(k.view(c, 1, 3, 1, 1))
+    x = torch.randn(frames, c, 2, 2)
+    pad = torch.cat([torch.zeros(1, c, 2, 2), x, torch.zeros(1, c, 2, 2)])
+    ref = torch.stack([sum(k[:, i + 1].view(c, 1, 1) * pad[t + 1 + i] for i in (-1, 0, 1)) for t in range(frames)])
+    torch.testing.assert_close(m(x), ref)
+
+
+def test_cmm_eq2_hand_made():
+    frames, c, r = 4, 32, 16                       # reduced to 2 channels
+    m = CMM(c, frames, reduction=r).eval()
+    sel = torch.zeros(2, c, 1, 1)
+    sel[0, 3] = sel[1, 7] = 1.0                    # reduce: pick channels 3 and 7
+    kern = torch.randn(2, 1, 3, 3)
+    with torch.no_grad():
+        m.reduce.weight.copy_(sel)
+        m.motion.weight.copy_(kern)
+        m.restore.weight.zero_()
+        m.restore.weight[0, 0] = 1.0               # restore: out channel 0 <- motion channel 0
+        m.restore.weight[5, 1] = 2.0               # out channel 5 <- 2 * motion channel 1
+    x = torch.randn(frames, c, 5, 5)               # one video of 4 frames
+    out = m(x)
+    feat = x[:, [3, 7]]                             # BN at init in eval = identity (mean 0, var 1)
+    feat = feat / torch.sqrt(torch.tensor(1 + m.bn.eps))
+    for t in range(frames - 1):
+        h = F.conv2d(feat[t + 1:t + 2], kern, padding=1, groups=2)[0] - feat[t]
+        torch.testing.assert_close(out[t, 0], h[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out[t, 5], 2 * h[1], rtol=1e-5, atol=1e-5)
+    assert torch.count_nonzero(out[frames - 1]) == 0      # zero motion for the last step
+    assert torch.count_nonzero(out[:, [1, 2, 4, 6]]) == 0
+
+
+def test_cmm_stride2_pools_after_restore():
+    m = CMM(32, 2, stride=2)
+    assert m(torch.randn(4, 32, 8, 8)).shape == (4, 32, 4, 4)
+    assert m(torch.randn(4, 32, 5, 5)).shape == (4, 32, 3, 3)    # matches a stride-2 3x3 conv
+
+
+def test_temporal_shift_tsm():
+    x = torch.arange(3 * 8, dtype=torch.float).view(3, 8, 1, 1).repeat(1, 1, 2, 2)  # T=3, C=8, value = 8t+c
+    out = TemporalShift(3, fold_div=8)(x)
+    assert out[0, 0, 0, 0] == x[1, 0, 0, 0] and out[2, 0, 0, 0] == 0          # channel 0 from t+1
+    assert out[1, 1, 0, 0] == x[0, 1, 0, 0] and out[0, 1, 0, 0] == 0          # channel 1 from t-1
+    torch.testing.assert_close(out[:, 2:], x[:, 2:])
+
+
+def test_stsm_spatial_shift():
+    x = torch.randn(2, 64, 4, 4)
+    out = TemporalShift(2, fold_div=8, spatial_fold_div=32)(x)   # channels 16,17: up; 18,19: down; ...
+    torch.testing.assert_close(out[:, 16, :-1], x[:, 16, 1:])
+    assert torch.count_nonzero(out[:, 16, -1]) == 0
+    torch.testing.assert_close(out[:, 18, 1:], x[:, 18, :-1])
+    torch.testing.assert_close(out[:, 24:], x[:, 24:])
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_variant_forward_backward(name):
+    model = build_model(name=name, frames=4, num_classes=7, width_mult=0.25)
+    x = torch.randn(2, 4, 3, 64, 64)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_stage_variants_place_blocks():
+    def stm_blocks(name):
+        m = build_model(name=name, frames=4, num_classes=3, width_mult=0.25)
+        return [n for n, mod in m.named_modules() if hasattr(mod, "cmm") and mod.cmm is not None and mod.cstm is not None]
+    assert stm_blocks("stm-stage2") == ["layer1.0"]
+    assert stm_blocks("stm-stage5") == ["layer4.0"]
+    assert stm_blocks("stm-first4") == ["layer1.0", "layer2.0", "layer3.0", "layer4.0"]
+    assert len(stm_blocks("stm")) == 16
+
+
+def test_bad_inputs():
+    m = build_model(name="stm", frames=4, num_classes=3, width_mult=0.25)
+    with pytest.raises(ValueError, match="frames=4"):
+        m(torch.randn(1, 3, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"\(N, T, 3, H, W\)"):
+        m(torch.randn(4, 3, 32, 32))
+    with pytest.raises(KeyError, match="unknown model"):
+        build_model(name="resnet9000")
+    with pytest.raises(ValueError, match="num_classes"):
+        build_model(name="tsn", num_classes=0)
