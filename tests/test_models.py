@@ -167,3 +167,17 @@ def test_bad_inputs():
         build_model(name="resnet9000")
     with pytest.raises(ValueError, match="num_classes"):
         build_model(name="tsn", num_classes=0)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_imagenet_loads_into_every_variant(name, tv_resnet):
+    model = build_model(name=name, frames=8, num_classes=174)
+    rep = load_imagenet(model, tv_resnet.state_dict())
+    resnet_keys = [k for k in tv_resnet.state_dict() if not k.startswith("fc.")]
+    if name == "sth":
+        # STH replaces every 3x3 conv by a hybrid conv: those 16 ImageNet tensors have no home.
+        assert sorted(rep.unexpected) == sorted(k for k in resnet_keys if k.endswith(".conv2.weight"))
+        assert len(rep.loaded) == len(resnet_keys) - 16
+    else:
+        assert not rep.unexpected and len(rep.loaded) == len(resnet_keys)
+    assert rep.skipped == ["fc.bias", "fc.weight"]
