@@ -40,14 +40,17 @@ class DataConfig:
     proxy_frames: int = 16
     proxy_resolution: int = 64
     proxy_cache: str | None = None    # None = ~/.cache/stm/proxy
+    proxy_seed: int = 0               # the proxy's content depends only on these proxy_* fields
+    val_list_file: str | None = None  # `list` dataset: the validation list (same format)
+    decoder: str = "auto"             # video files: auto (decord, PyAV fallback) | decord | pyav
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 50
     batch_size: int = 64
-    lr: float = 0.01                  # at batch 64; scaled linearly unless --no-lr-scale
-    lr_scale: bool = False            # True: lr * batch_size / 64
+    lr: float = 0.01                  # the lr used as is; with lr_scale it is the lr at batch 64
+    lr_scale: bool = False            # True: lr * batch_size / 64 (global batch; paper 4.2 rule)
     lr_steps: tuple[int, ...] = (30, 40, 45)
     lr_schedule: str = "step"         # step | cosine
     warmup_epochs: int = 0
@@ -64,6 +67,10 @@ class TrainConfig:
     out: str = "runs/train"
     resume: bool = False
     max_steps_per_epoch: int = 0      # 0 = full epoch (smoke runs cap this)
+    checkpoint_every_steps: int = 0   # >0: also checkpoint mid-epoch every N steps (long epochs)
+    sync_bn: bool = False             # SyncBatchNorm under DDP on GPUs (the paper: per-GPU BN)
+    tensorboard: bool = True          # write TensorBoard events when tensorboard is importable
+    progress: bool = True             # tqdm bar per epoch (rank 0, interactive terminals)
 
 
 @dataclass

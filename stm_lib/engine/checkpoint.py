@@ -22,11 +22,21 @@ LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
 
 
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+_MODE = 0o666 & ~_umask()  # mkstemp creates 0600 files; results should read like any other file
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

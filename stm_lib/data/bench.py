@@ -1,0 +1,137 @@
+"""`stm data bench`: decoded clips per second, through the same dataset and loader that
+training uses (decode T sampled frames, multi-scale crop, resize, normalise, collate).
+
+Without a data root it measures fixtures it writes itself: the same synthetic clips stored as
+JPEG frame folders, H.264 mp4 and VP9 webm, so the formats are compared on identical content.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from stm_lib.data import decode
+from stm_lib.data.datasets import Sample, VideoDataset
+from stm_lib.data.loader import make_loader
+
+
+def synthetic_clip(rng: np.random.Generator, frames: int, height: int, width: int) -> np.ndarray:
+    """A smooth random texture panning across the frame plus noise: compresses like real
+    footage (neither trivially nor incompressibly)."""
+    small = rng.uniform(0, 255, (height // 8 + 2, width // 8 + frames + 2, 3)).astype(np.uint8)
+    tex = np.asarray(Image.fromarray(small).resize((small.shape[1] * 8, small.shape[0] * 8), Image.BICUBIC))
+    out = np.stack([tex[:height, 8 * 0 + t * 4: t * 4 + width] for t in range(frames)]).astype(np.int16)
+    out += rng.integers(-6, 7, out.shape, dtype=np.int16)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def write_video(path: Path, clip: np.ndarray, codec: str, fps: int = 25) -> None:
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=fps)
+        s.height, s.width = clip.shape[1:3]
+        s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        for fr in clip:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+
+
+def write_frames(folder: Path, clip: np.ndarray, quality: int = 90) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, fr in enumerate(clip):
+        Image.fromarray(fr).save(folder / f"{i + 1:05d}.jpg", quality=quality)
+
+
+def make_fixtures(root: Path, clips: int = 8, frames: int = 48, height: int = 240, width: int = 320,
+                  seed: int = 0) -> dict[str, list[Path]]:
+    """The same clips as JPEG folders, mp4 (H.264) and webm (VP9)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[Path]] = {"jpeg": [], "mp4": [], "webm": []}
+    for i in range(clips):
+        clip = synthetic_clip(rng, frames, height, width)
+        write_frames(root / "frames" / f"{i:04d}", clip)
+        out["jpeg"].append(root / "frames" / f"{i:04d}")
+        for ext, codec in (("mp4", "libx264"), ("webm", "libvpx-vp9")):
+            p = root / ext / f"{i:04d}.{ext}"
+            p.parent.mkdir(exist_ok=True)
+            write_video(p, clip, codec)
+            out[ext].append(p)
+    return out
+
+
+def clips_per_second(paths: list[Path], frames: int, input_size: int, workers: int, backend: str,
+                     repeats: int, batch_size: int = 4) -> float:
+    samples = [Sample(p.name, p, 0) for p in paths] * repeats
+    ds = VideoDataset(samples, ["x"], frames, train=True, input_size=input_size, backend=backend, strict=True)
+    loader = make_loader(ds, batch_size, train=False, num_workers=workers)
+    it = iter(loader)
+    next(it)  # start-up (worker spawn) is not throughput
+    t, n = time.perf_counter(), 0
+    for clips, _, _ in it:
+        n += clips.shape[0]
+    return n / (time.perf_counter() - t)
+
+
+def provenance(argv: list[str], wall_s: float) -> dict:
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], capture_output=True, text=True, timeout=10,
+                                  cwd=Path(__file__).resolve().parents[2]).stdout.strip()
+        except Exception:
+            return ""
+
+    cpu = platform.processor()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except Exception:
+        pass
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    for mod in ("torchvision", "PIL", "av", "decord"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:
+            versions[mod] = None
+    return {
+        "git_commit": git("rev-parse", "HEAD") or "none (no commit yet)",
+        "git_dirty": bool(git("status", "--porcelain")),
+        "command": " ".join(["stm", *argv]) if argv else "stm data bench",
+        "hardware": {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                     "platform": platform.platform()},
+        "versions": versions,
+        "wall_time_s": round(wall_s, 1),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def run_bench(frames: int = 8, input_size: int = 224, workers=(0, 2), clips: int = 8, clip_frames: int = 48,
+              repeats: int = 3, paths: dict[str, list[Path]] | None = None, log=print) -> dict:
+    """Clips/s for each stored format and decoder, for each worker count."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="stm-bench-") as tmp:
+        if paths is None:
+            log(f"writing fixtures: {clips} clips x {clip_frames} frames, 320x240, as JPEG / mp4 / webm ...")
+            paths = make_fixtures(Path(tmp), clips, clip_frames)
+        rows = []
+        cases = [("jpeg", "frames (PIL)", "auto"), ("mp4", "decord", "decord"), ("mp4", "pyav", "pyav"),
+                 ("webm", "decord", "decord"), ("webm", "pyav", "pyav")]
+        for fmt, reader, backend in cases:
+            if not paths.get(fmt) or (backend == "decord" and decode._decord is None):
+                continue
+            for w in workers:
+                cps = clips_per_second(paths[fmt], frames, input_size, w, backend, repeats)
+                rows.append({"format": fmt, "reader": reader, "workers": w, "clips_per_s": round(cps, 1)})
+                log(f"  {fmt:5s} {reader:13s} workers={w}: {cps:7.1f} clips/s")
+    return {"frames": frames, "input_size": input_size, "fixture": {"clips": clips, "frames": clip_frames,
+            "size": "320x240", "jpeg_quality": 90, "mp4": "H.264", "webm": "VP9"},
+            "results": rows, "elapsed_s": round(time.perf_counter() - t0, 1)}

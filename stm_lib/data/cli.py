@@ -1,0 +1,78 @@
+"""`stm data check | bench | make-proxy`."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("data", help="datasets: check a dataset, benchmark loading, make a proxy")
+    sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    c = sub.add_parser("check", help="read every annotation, open every clip, report problems")
+    c.add_argument("--dataset", required=True, help="ssv1 ssv2 jester kinetics400 ucf101 hmdb51 list proxy-temporal proxy-scene")
+    c.add_argument("--data-root", help="the dataset's folder, in its official layout")
+    c.add_argument("--list-file", help="`list` dataset: train list (TSM lines 'folder num_frames label')")
+    c.add_argument("--val-list-file", help="`list` dataset: validation list")
+    c.add_argument("--workers", type=int, default=4, help="clips opened in parallel (threads)")
+    c.add_argument("--min-frames", type=int, default=8, help="report clips shorter than this")
+    c.add_argument("--decoder", default="auto", choices=("auto", "decord", "pyav"))
+    c.add_argument("--full", action="store_true", help="decode every frame, not just first/middle/last")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.set_defaults(func=_check)
+
+    b = sub.add_parser("bench", help="decoded clips/s for JPEG frames and video files")
+    b.add_argument("--frames", type=int, default=8, help="frames sampled per clip (T)")
+    b.add_argument("--input-size", type=int, default=224)
+    b.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts to try")
+    b.add_argument("--clips", type=int, default=8, help="fixture clips per format")
+    b.add_argument("--clip-frames", type=int, default=48, help="frames per fixture clip")
+    b.add_argument("--repeats", type=int, default=3, help="passes over the fixture clips per measurement")
+    b.add_argument("--out", help="write results with provenance to this JSON file")
+    b.set_defaults(func=_bench)
+
+    m = sub.add_parser("make-proxy", help="generate a proxy dataset in the Something-Something v1 layout")
+    m.add_argument("--kind", required=True, choices=("temporal", "scene"))
+    m.add_argument("--out", required=True, help="output folder (written atomically)")
+    m.add_argument("--videos", type=int, default=1000)
+    m.add_argument("--classes", type=int, default=10)
+    m.add_argument("--frames", type=int, default=16)
+    m.add_argument("--resolution", type=int, default=64)
+    m.add_argument("--seed", type=int, default=0)
+    m.set_defaults(func=_make_proxy)
+
+
+def _check(args) -> int:
+    from stm_lib.data.check import check_dataset, format_report, report_json
+
+    rep = check_dataset(args.dataset, args.data_root, workers=args.workers, min_frames=args.min_frames,
+                        list_file=args.list_file, val_list_file=args.val_list_file, backend=args.decoder,
+                        full=args.full, progress=not args.json and sys.stderr.isatty())
+    print(report_json(rep) if args.json else format_report(rep))
+    return 0 if rep.hard_errors == 0 else 1
+
+
+def _bench(args) -> int:
+    from stm_lib.data.bench import provenance, run_bench
+
+    t0 = time.perf_counter()
+    print(f"stm data bench: T={args.frames}, {args.input_size}x{args.input_size}, train transforms, batch 4")
+    res = run_bench(args.frames, args.input_size, tuple(args.workers), args.clips, args.clip_frames, args.repeats)
+    if args.out:
+        res["provenance"] = provenance(sys.argv[1:], time.perf_counter() - t0)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _make_proxy(args) -> int:
+    from stm_lib.data.proxy import make_proxy
+
+    out = make_proxy(args.kind, args.out, args.videos, args.classes, args.frames, args.resolution, args.seed,
+                     progress=sys.stderr.isatty())
+    print(out)
+    return 0

@@ -1,0 +1,264 @@
+"""Procedurally generated proxy datasets, so the pipeline and the book run without a 100 GB
+download. Written in the Something-Something v1 layout, so they go through the real reader.
+
+temporal (modelled on Something-Something): every frame is a 2x2 grid of tiles, each showing
+one object under one motion type: horizontal translation, vertical translation (both with
+wrap-around), rotation of a bar, cyclic growth of a disc. Every clip shows all four motion types,
+placed in tiles at random; the class is the four *directions* (a sign pattern), and class 2k+1
+is class 2k played backwards. Start phase, speed, colours and tile placement are drawn
+independently of the label and every motion is a shift on a circle started at a uniform phase,
+so each frame has the same distribution in every class, and even the unordered set of frames
+barely depends on it (every clip contains every motion type; a direction only changes the
+order). A frame-averaging model (TSN) is near chance by construction; a model that compares
+neighbouring frames (TSM, STM) is not. This is the gap of the paper's Table 5.
+
+scene (modelled on Kinetics / UCF-101): the class is the background (colour and pattern kind)
+and is visible in every frame; a randomly moving disc and a drifting pattern are nuisance.
+"""
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+KINDS = ("temporal", "scene")
+VERSION = 1  # bump when the generator's output changes: it is part of the cache key
+JPEG_QUALITY = 90
+FRAMES_DIR = "20bn-something-something-v1"
+PREFIX = "something-something-v1"
+
+# --- temporal proxy ------------------------------------------------------------------------
+
+MOTIONS = ("horizontal", "vertical", "rotation", "size")
+WORDS = {  # (sign +1, sign -1) for each motion type: the class names
+    "horizontal": ("right", "left"), "vertical": ("down", "up"),
+    "rotation": ("clockwise", "anticlockwise"), "size": ("growing", "shrinking"),
+}
+# One representative per twin pair, the rest being its negation; the first four are mutually
+# at Hamming distance 2 (Hadamard rows), so small class counts are the easiest to tell apart.
+PATTERNS = ((1, 1, 1, 1), (1, 1, -1, -1), (1, -1, 1, -1), (1, -1, -1, 1),
+            (1, 1, 1, -1), (1, 1, -1, 1), (1, -1, 1, 1), (1, -1, -1, -1))
+
+
+def temporal_signs(classes: int) -> np.ndarray:
+    """`(classes, 4)` direction signs: class 2k = PATTERNS[k], class 2k+1 = its time reversal."""
+    if classes < 2 or classes % 2 or classes > 2 * len(PATTERNS):
+        raise ValueError(f"the temporal proxy needs an even number of classes from 2 to "
+                         f"{2 * len(PATTERNS)} (time-reversed pairs), got {classes}")
+    rows = []
+    for k in range(classes // 2):
+        p = np.array(PATTERNS[k])
+        rows += [p, -p]
+    return np.stack(rows)
+
+
+def temporal_class_names(classes: int) -> list[str]:
+    return [" ".join(WORDS[m][0 if s > 0 else 1] for m, s in zip(MOTIONS, row))
+            for row in temporal_signs(classes)]
+
+
+def _colours(rng, n):
+    """n pairs (background, object) of random colours with a strong light/dark contrast."""
+    dark = rng.uniform(0, 90, (n, 3))
+    light = rng.uniform(165, 255, (n, 3))
+    swap = rng.random(n) < 0.5
+    bg = np.where(swap[:, None], light, dark)
+    fg = np.where(swap[:, None], dark, light)
+    return bg, fg
+
+
+def _soft(d):
+    """Anti-aliased inside test: distance margin (px) -> coverage in [0, 1]."""
+    return np.clip(d + 0.5, 0.0, 1.0)
+
+
+def _tile_masks(rng, motion: int, sign: int, f: np.ndarray, t: int) -> np.ndarray:
+    """Object coverage `(F, t, t)` of one tile; every moving quantity starts at a uniform phase."""
+    yy, xx = np.mgrid[0:t, 0:t].astype(np.float32) + 0.5
+    f = f[:, None, None]
+    if motion in (0, 1):  # translation with wrap-around, 6-9% of the tile per frame
+        half = t * rng.uniform(0.17, 0.23)
+        along = rng.uniform(0, t) + sign * t * rng.uniform(0.06, 0.09) * f
+        across = rng.uniform(half, t - half)
+        a, c = (xx, yy) if motion == 0 else (yy, xx)
+        d = np.abs((a - along + t / 2) % t - t / 2)
+        return _soft(half - d) * _soft(half - np.abs(c - across))
+    c = t / 2
+    if motion == 2:  # a bar through the centre turning 9-13 deg a frame (period 180 deg)
+        th = rng.uniform(0, np.pi) + sign * np.deg2rad(rng.uniform(9, 13)) * f
+        u = (xx - c) * np.cos(th) + (yy - c) * np.sin(th)
+        v = -(xx - c) * np.sin(th) + (yy - c) * np.cos(th)
+        return _soft(0.44 * t - np.abs(u)) * _soft(0.12 * t - np.abs(v))
+    # motion 3: a disc whose radius grows (or shrinks) linearly and wraps round, period 10-14
+    r0, r1 = 0.10 * t, 0.46 * t
+    phase = (rng.uniform(0, 1) + sign * f / rng.uniform(10, 14)) % 1.0
+    r = r0 + (r1 - r0) * phase
+    return _soft(r - np.hypot(xx - c, yy - c))
+
+
+def render_temporal(rng: np.random.Generator, signs, frames: int, resolution: int) -> np.ndarray:
+    """One clip `(F, R, R, 3)` uint8 with motion directions `signs` (one per MOTIONS entry)."""
+    t = resolution // 2
+    out = np.empty((frames, 2 * t, 2 * t, 3), np.float32)
+    place = rng.permutation(4)  # which tile shows which motion: independent of the label
+    bg, fg = _colours(rng, 4)
+    f = np.arange(frames, dtype=np.float32)
+    for tile, motion in enumerate(place):
+        m = _tile_masks(rng, int(motion), int(signs[motion]), f, t)[..., None]
+        y, x = divmod(tile, 2)
+        out[:, y * t:(y + 1) * t, x * t:(x + 1) * t] = bg[tile] * (1 - m) + fg[tile] * m
+    out += rng.normal(0, 4, out.shape[1:]).astype(np.float32)  # static sensor-like texture
+    clip = np.clip(out, 0, 255).astype(np.uint8)
+    if clip.shape[1] != resolution:  # odd resolution: pad the last row/column
+        clip = np.pad(clip, ((0, 0), (0, resolution - clip.shape[1]), (0, resolution - clip.shape[2]), (0, 0)), mode="edge")
+    return clip
+
+
+# --- scene proxy ---------------------------------------------------------------------------
+
+PATTERN_KINDS = ("h-stripes", "v-stripes", "checks", "dots")
+
+
+def scene_class_names(classes: int) -> list[str]:
+    return [f"{PATTERN_KINDS[c % 4]} hue {360 * c // classes:03d}" for c in range(classes)]
+
+
+def render_scene(rng: np.random.Generator, label: int, classes: int, frames: int, resolution: int) -> np.ndarray:
+    """Class = background hue and pattern kind (in every frame); a disc and the pattern's
+    phase drift at random as nuisance motion."""
+    R = resolution
+    yy, xx = np.mgrid[0:R, 0:R].astype(np.float32) + 0.5
+    f = np.arange(frames, dtype=np.float32)[:, None, None]
+    hue = (label + rng.uniform(-0.2, 0.2)) / classes
+    light = np.array(colorsys.hsv_to_rgb(hue % 1, 0.75, 0.95)) * 255
+    dark = np.array(colorsys.hsv_to_rgb(hue % 1, 0.75, 0.40)) * 255
+    period = R * rng.uniform(0.12, 0.2)
+    vx, vy = rng.uniform(-1, 1, 2) * R * 0.02
+    px, py = xx - vx * f - rng.uniform(0, R), yy - vy * f - rng.uniform(0, R)
+    k = label % 4
+    if k == 0:
+        w = np.sin(2 * np.pi * py / period)
+    elif k == 1:
+        w = np.sin(2 * np.pi * px / period)
+    elif k == 2:
+        w = np.sin(np.pi * px / period) * np.sin(np.pi * py / period)
+    else:
+        w = np.cos(2 * np.pi * px / period) + np.cos(2 * np.pi * py / period) - 1.0
+    m = (w > 0).astype(np.float32)[..., None]
+    img = dark * (1 - m) + light * m
+    # nuisance: a grey-level disc of random brightness moving at random with wrap-around
+    cx = (rng.uniform(0, R) + rng.uniform(-1, 1) * R * 0.06 * f) % R
+    cy = (rng.uniform(0, R) + rng.uniform(-1, 1) * R * 0.06 * f) % R
+    dx = (xx - cx + R / 2) % R - R / 2
+    dy = (yy - cy + R / 2) % R - R / 2
+    disc = _soft(R * 0.14 - np.hypot(dx, dy))[..., None]
+    img = img * (1 - disc) + rng.uniform(0, 255) * disc
+    img = img * rng.uniform(0.85, 1.15)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+# --- writing the SSv1 layout ----------------------------------------------------------------
+
+def params_of(kind, videos, classes, frames, resolution, seed) -> dict:
+    return {"kind": kind, "videos": int(videos), "classes": int(classes), "frames": int(frames),
+            "resolution": int(resolution), "seed": int(seed), "version": VERSION}
+
+
+def _is_val(i: int, classes: int) -> bool:
+    return (i // classes) % 5 == 4  # every fifth round of classes: 20% validation, balanced
+
+
+def make_proxy(kind: str, out_dir, videos: int = 1000, classes: int = 10, frames: int = 16,
+               resolution: int = 64, seed: int = 0, progress: bool = True) -> Path:
+    """Write a proxy dataset in the SSv1 layout under `out_dir` and return it.
+
+    Deterministic given the arguments (clip i is drawn from `default_rng([seed, i])`). Written
+    into a temporary sibling folder and renamed at the end, so an interrupted run never leaves
+    a folder that looks complete. An existing folder with the same parameters is reused.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown proxy kind {kind!r}; choose from {KINDS}")
+    if videos < classes:
+        raise ValueError(f"need at least one video per class (videos={videos}, classes={classes})")
+    if frames < 2 or resolution < 16:
+        raise ValueError(f"need frames >= 2 and resolution >= 16 (got {frames}, {resolution})")
+    names = temporal_class_names(classes) if kind == "temporal" else scene_class_names(classes)
+    if kind == "temporal":
+        signs = temporal_signs(classes)
+    params = params_of(kind, videos, classes, frames, resolution, seed)
+    out = Path(out_dir).expanduser()
+    if out.exists():
+        return _reuse(out, params)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        (tmp / FRAMES_DIR).mkdir(parents=True)
+        rows = {"train": [], "validation": []}
+        it = range(videos)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, desc=f"proxy-{kind} -> {out}", unit="clip", mininterval=1.0)
+        for i in it:
+            label = i % classes
+            rng = np.random.default_rng([seed, i])
+            if kind == "temporal":
+                clip = render_temporal(rng, signs[label & ~1], frames, resolution)
+                if label % 2:  # the twin class is the same kind of clip played backwards
+                    clip = clip[::-1]
+            else:
+                clip = render_scene(rng, label, classes, frames, resolution)
+            vid = str(i + 1)
+            d = tmp / FRAMES_DIR / vid
+            d.mkdir()
+            for j, fr in enumerate(clip):
+                Image.fromarray(np.ascontiguousarray(fr)).save(d / f"{j + 1:05d}.jpg", quality=JPEG_QUALITY)
+            rows["validation" if _is_val(i, classes) else "train"].append(f"{vid};{names[label]}")
+        (tmp / f"{PREFIX}-labels.csv").write_text("\n".join(names) + "\n")
+        for split, lines in rows.items():
+            (tmp / f"{PREFIX}-{split}.csv").write_text("\n".join(lines) + "\n")
+        (tmp / "proxy.json").write_text(json.dumps({**params, "classes_names": names}, indent=1))
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process finished the same proxy first
+            if not (out / "proxy.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return _reuse(out, params)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _reuse(out: Path, params: dict) -> Path:
+    meta = out / "proxy.json"
+    if not meta.is_file():
+        raise ValueError(f"{out} exists and is not a proxy dataset; choose another output folder")
+    old = json.loads(meta.read_text())
+    if {k: old.get(k) for k in params} != params:
+        raise ValueError(f"{out} holds a proxy with other parameters ({meta}); choose another output folder")
+    return out
+
+
+def cache_dir(cache: str | None = None) -> Path:
+    return Path(cache or os.environ.get("STM_PROXY_CACHE") or "~/.cache/stm/proxy").expanduser()
+
+
+def ensure_proxy(kind: str, cfg, progress: bool = True) -> Path:
+    """The proxy described by a DataConfig's proxy_* fields, generated on first use and cached
+    under `<proxy_cache>/<kind>-<hash of the parameters>`."""
+    p = params_of(kind, cfg.proxy_videos, cfg.proxy_classes, cfg.proxy_frames, cfg.proxy_resolution,
+                  getattr(cfg, "proxy_seed", 0))
+    key = hashlib.sha1(json.dumps(p, sort_keys=True).encode()).hexdigest()[:12]
+    out = cache_dir(cfg.proxy_cache) / f"{kind}-{key}"
+    if (out / "proxy.json").is_file():
+        return out
+    return make_proxy(kind, out, p["videos"], p["classes"], p["frames"], p["resolution"], p["seed"], progress)

@@ -1,0 +1,222 @@
+"""`stm train`, `stm evaluate`, `stm predict`.
+
+Precedence for training options: the dataclass defaults (the paper's recipe) < a YAML file
+(`--config`, or the run folder's config.yaml when resuming) < flags given on the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+from pathlib import Path
+
+from stm_lib.config import Config, load_yaml
+
+LR_HELP = """\
+learning rate actually used. Default when neither this flag nor the YAML sets it: the paper's rule
+(section 4.2), 0.01 at a global batch of 64 scaled linearly, i.e. 0.01 * batch-size / 64
+(batch 16 -> 0.0025). With --lr-scale, LR is instead read as the lr at batch 64 and scaled."""
+
+EPILOG = """\
+examples:
+  stm train --dataset proxy-temporal --model stm --frames 8 --input-size 64 --width-mult 0.25 \\
+            --epochs 8 --batch-size 16 --lr 0.02 --out runs/proxy-stm
+  stm train --out runs/proxy-stm --resume           # continue a killed run (config from the folder)
+  torchrun --nproc_per_node 8 -m stm_lib.cli train --dataset ssv1 --data-root DIR --batch-size 64 --out RUN
+  torchrun --nnodes 4 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 --rdzv_id JOB \\
+           --max-restarts 3 -m stm_lib.cli train ... --resume
+
+--batch-size is the GLOBAL batch (split evenly over torchrun processes), so lr semantics and the
+optimisation do not depend on the number of GPUs. The run folder gets config.yaml, command.txt,
+run.json (provenance), metrics.csv / metrics.jsonl, checkpoint_last.pt and checkpoint_best.pt."""
+
+# flag -> (section, field); parsed values of None mean "not given"
+_MAP = {
+    "model": ("model", "name"), "frames": ("model", "frames"), "num_classes": ("model", "num_classes"),
+    "width_mult": ("model", "width_mult"), "dropout": ("model", "dropout"), "pretrained": ("model", "pretrained"),
+    "dataset": ("data", "dataset"), "data_root": ("data", "data_root"), "split": ("data", "split"),
+    "list_file": ("data", "list_file"), "input_size": ("data", "input_size"), "scale_size": ("data", "scale_size"),
+    "flip": ("data", "flip"), "test_clips": ("data", "test_clips"), "test_crops": ("data", "test_crops"),
+    "num_workers": ("data", "num_workers"), "proxy_videos": ("data", "proxy_videos"),
+    "proxy_classes": ("data", "proxy_classes"), "proxy_frames": ("data", "proxy_frames"),
+    "proxy_resolution": ("data", "proxy_resolution"), "proxy_cache": ("data", "proxy_cache"),
+    "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
+    "lr_scale": ("train", "lr_scale"), "lr_steps": ("train", "lr_steps"), "lr_schedule": ("train", "lr_schedule"),
+    "warmup_epochs": ("train", "warmup_epochs"), "momentum": ("train", "momentum"),
+    "weight_decay": ("train", "weight_decay"), "clip_grad": ("train", "clip_grad"),
+    "fc_lr_mult": ("train", "fc_lr_mult"), "amp": ("train", "amp"), "channels_last": ("train", "channels_last"),
+    "compile": ("train", "compile"), "device": ("train", "device"), "deterministic": ("train", "deterministic"),
+    "seed": ("train", "seed"), "out": ("train", "out"), "resume": ("train", "resume"),
+    "max_steps_per_epoch": ("train", "max_steps_per_epoch"),
+    "checkpoint_every_steps": ("train", "checkpoint_every_steps"), "sync_bn": ("train", "sync_bn"),
+    "tensorboard": ("train", "tensorboard"), "progress": ("train", "progress"),
+}
+
+
+def _steps(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in s.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 30,40,45, got '{s}'")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model (paper 4.2 recipe; CPU, GPU, torchrun/DDP)",
+                       description="Train a model with the paper's recipe (section 4.2) as defaults.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    B = argparse.BooleanOptionalAction
+    p.add_argument("--config", help="YAML file with sections model/data/train (flags override it)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="registry variant (stm-list: tsn tsm cstm cmm stm ...; default stm)")
+    g.add_argument("--frames", type=int, help="T, segments per clip (default 8)")
+    g.add_argument("--num-classes", type=int, help="0 (default on the command line) = from the dataset; "
+                   "another value that disagrees with the dataset is an error")
+    g.add_argument("--width-mult", type=float, help="channel multiplier (0.25 for CPU proxies; default 1)")
+    g.add_argument("--dropout", type=float, help="dropout before fc (default 0.5)")
+    g.add_argument("--pretrained", help="ImageNet ResNet-50 weights: a state-dict path or 'torchvision'")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help="ssv1 ssv2 jester kinetics400 ucf101 hmdb51 list proxy-temporal proxy-scene")
+    g.add_argument("--data-root", help="dataset folder")
+    g.add_argument("--split", type=int, help="UCF-101 / HMDB-51 split (1-3)")
+    g.add_argument("--list-file", help="TSM list file for --dataset list")
+    g.add_argument("--input-size", type=int, help="network input side (default 224)")
+    g.add_argument("--scale-size", type=int, help="shorter side before cropping (0 = input*256/224)")
+    g.add_argument("--flip", action=B, default=None, help="horizontal flip (default per dataset)")
+    g.add_argument("--num-workers", type=int, help="data loader workers per process (default 2)")
+    for f in ("videos", "classes", "frames", "resolution"):
+        g.add_argument(f"--proxy-{f}", type=int, help=argparse.SUPPRESS)
+    g.add_argument("--proxy-cache", help=argparse.SUPPRESS)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, help="default 50")
+    g.add_argument("--batch-size", type=int, help="GLOBAL batch over all processes (default 64)")
+    g.add_argument("--lr", type=float, help=LR_HELP)
+    g.add_argument("--lr-scale", action=B, default=None, help="read --lr as the lr at batch 64 and scale it linearly")
+    g.add_argument("--lr-steps", type=_steps, help="epochs where lr x0.1 (default 30,40,45 at 50 epochs; "
+                   "for another --epochs the same fractions, e.g. 8 epochs -> 5,6,7)")
+    g.add_argument("--lr-schedule", choices=["step", "cosine"], help="default step (the paper)")
+    g.add_argument("--warmup-epochs", type=float, help="linear warm-up (default 0)")
+    g.add_argument("--momentum", type=float, help="default 0.9")
+    g.add_argument("--weight-decay", type=float, help="default 5e-4 (not on BN and biases)")
+    g.add_argument("--clip-grad", type=float, help="gradient norm clip (default 20; 0 = off)")
+    g.add_argument("--fc-lr-mult", type=float, help="fc weight lr multiplier (default 5; fc bias gets twice it)")
+    g = p.add_argument_group("hardware and run")
+    g.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (default none)")
+    g.add_argument("--channels-last", action=B, default=None)
+    g.add_argument("--compile", action=B, default=None, help="torch.compile the model")
+    g.add_argument("--sync-bn", action=B, default=None, help="SyncBatchNorm under DDP on GPUs (default off: per-GPU BN as the paper)")
+    g.add_argument("--device", help="auto (default) | cpu | cuda")
+    g.add_argument("--deterministic", action=B, default=None, help="torch deterministic algorithms")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--out", help="run folder (default runs/train)")
+    g.add_argument("--resume", action=B, default=None,
+                   help="continue the run in --out from checkpoint_last.pt (starts fresh if there is none)")
+    g.add_argument("--max-steps-per-epoch", type=int, help="cap steps per epoch (smoke runs)")
+    g.add_argument("--checkpoint-every-steps", type=int, help="also checkpoint mid-epoch every N steps")
+    g.add_argument("--tensorboard", action=B, default=None, help="TensorBoard events when installed (default on)")
+    g.add_argument("--progress", action=B, default=None, help="progress bar (default on, terminals only)")
+    p.set_defaults(func=cmd_train)
+
+
+def config_from_args(args) -> Config:
+    """Defaults < YAML < explicit flags; the lr and lr-step defaults follow the paper's rules."""
+    given = {k for k in _MAP if getattr(args, k, None) is not None}
+    yaml_path = args.config
+    if yaml_path is None and args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
+        yaml_path = Path(args.out) / "config.yaml"  # resuming: the run's own config
+    from_yaml: dict = {}
+    if yaml_path:
+        import yaml
+
+        cfg = load_yaml(yaml_path)
+        from_yaml = yaml.safe_load(Path(yaml_path).read_text()) or {}
+    else:
+        cfg = Config()
+    in_yaml = lambda sec, k: k in (from_yaml.get(sec) or {})  # noqa: E731
+    if not in_yaml("model", "num_classes"):
+        cfg = cfg.update("model", num_classes=0)  # not given anywhere: the dataset decides
+    for k in given:
+        sec, field = _MAP[k]
+        cfg = cfg.update(sec, **{field: getattr(args, k)})
+    if "lr" not in given and not in_yaml("train", "lr"):
+        cfg = cfg.update("train", lr=0.01, lr_scale=True)  # paper: 0.01 at 64, linear
+    if "lr_steps" not in given and not in_yaml("train", "lr_steps"):
+        from stm_lib.engine.optim import paper_lr_steps
+
+        cfg = cfg.update("train", lr_steps=paper_lr_steps(cfg.train.epochs))
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from stm_lib.engine.train import NonFiniteLossError, train
+
+    cfg = config_from_args(args)
+    try:
+        out = train(cfg, command=shlex.join(["stm"] + sys.argv[1:]))
+    except NonFiniteLossError as e:
+        print(f"stm train: {e}", file=sys.stderr)
+        return 3
+    print(f"run folder: {out}")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="test a trained run (1x1 or N-clip x 3-crop)",
+                       description="Evaluate a run folder. 1 clip x 1 crop = Table 9 protocol; "
+                                   "--clips 10 --crops 3 = the accuracy tables (softmax averaged).")
+    p.add_argument("--run", required=True, help="run folder written by `stm train --out`")
+    p.add_argument("--clips", type=int, default=1, help="temporal clips per video (paper tables: 10)")
+    p.add_argument("--crops", type=int, default=1, choices=[1, 3], help="1 centre crop or 3 crops")
+    p.add_argument("--split", default="val")
+    p.add_argument("--checkpoint", default="best", help="best (default), last, or a path")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, help="videos per batch (default train batch / views)")
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--data-root", help="override the run's dataset folder")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"])
+    p.add_argument("--json", action="store_true", help="last line of output: a JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    from stm_lib.engine.evaluate import dumps_line, evaluate, format_result
+
+    r = evaluate(args.run, clips=args.clips, crops=args.crops, split=args.split, device=args.device,
+                 checkpoint=args.checkpoint, batch_size=args.batch_size, num_workers=args.num_workers,
+                 data_root=args.data_root, amp=args.amp, progress=not args.json)
+    print(format_result(r))
+    if args.json:
+        print(dumps_line(r))
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="top-5 classes for a video file",
+                       description="Classify one video file (or frames folder) with a trained run.")
+    p.add_argument("video")
+    p.add_argument("--run", required=True, help="run folder written by `stm train --out`")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--clips", type=int, default=1)
+    p.add_argument("--crops", type=int, default=1, choices=[1, 3])
+    p.add_argument("--checkpoint", default="best")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="last line of output: a JSON object")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    from stm_lib.engine.evaluate import dumps_line, predict
+
+    top = predict(args.video, args.run, topk=args.topk, clips=args.clips, crops=args.crops,
+                  device=args.device, checkpoint=args.checkpoint)
+    for i, (name, p) in enumerate(top, 1):
+        print(f"{i}. {name}  {p:.4f}")
+    if args.json:
+        print(dumps_line({"video": str(args.video), "top": [{"class": n, "prob": p} for n, p in top]}))
+    return 0
+
+
+def register(subparsers) -> None:
+    _add_train(subparsers)
+    _add_evaluate(subparsers)
+    _add_predict(subparsers)

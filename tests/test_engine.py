@@ -1,0 +1,345 @@
+"""Engine: optimiser recipe, schedule, checkpoints, the run folder, guards, evaluation, predict,
+and the `stm train / evaluate / predict` command line. Small and fast (tiny proxy, CPU)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from stm_lib.config import Config
+from stm_lib.engine import checkpoint as ckpt
+from stm_lib.engine import optim
+from stm_lib.engine.distributed import ShardedSampler
+
+
+def tiny_cfg(out: Path, cache: Path, **train) -> Config:
+    """4-class temporal proxy, 32 train / 8 val clips, 4 frames of 32 px, TSM at width 0.25."""
+    cfg = Config()
+    cfg = cfg.update("model", name="tsm", frames=4, num_classes=0, width_mult=0.25)
+    cfg = cfg.update("data", dataset="proxy-temporal", proxy_cache=str(cache), proxy_videos=40,
+                     proxy_classes=4, proxy_frames=8, proxy_resolution=32, input_size=32, num_workers=0)
+    t = dict(epochs=2, batch_size=8, lr=0.01, lr_steps=(1,), out=str(out), deterministic=True,
+             progress=False, tensorboard=False)
+    t.update(train)
+    return cfg.update("train", **t)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("proxy-cache")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache):
+    """One tiny finished run shared by the evaluation / predict / CLI tests."""
+    from stm_lib.engine import train
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    return train(tiny_cfg(out, cache))
+
+
+def make_mp4(path: Path, frames: int = 24, size: int = 48) -> Path:
+    """A real H.264/MPEG-4 file written with PyAV: a square moving right."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        s = c.add_stream(codec, rate=8)
+        s.width = s.height = size
+        s.pix_fmt = "yuv420p"
+        for t in range(frames):
+            img = np.full((size, size, 3), 30, np.uint8)
+            x = (2 * t) % (size - 8)
+            img[20:28, x : x + 8] = (250, 200, 40)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+# ---- optimiser recipe (paper 4.2 + TSM) --------------------------------------------------
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.mid = nn.Linear(4, 4)
+        self.fc = nn.Linear(4, 3)
+
+
+def test_param_groups_follow_the_tsm_recipe():
+    m = Tiny()
+    groups = {g["name"]: g for g in optim.param_groups(m, lr=0.1, weight_decay=5e-4, fc_lr_mult=5)}
+    ids = lambda g: {id(p) for p in g["params"]}  # noqa: E731
+    assert ids(groups["fc_weight"]) == {id(m.fc.weight)}
+    assert ids(groups["fc_bias"]) == {id(m.fc.bias)}
+    assert groups["fc_weight"]["lr"] == pytest.approx(0.5) and groups["fc_weight"]["weight_decay"] == 5e-4
+    assert groups["fc_bias"]["lr"] == pytest.approx(1.0) and groups["fc_bias"]["weight_decay"] == 0
+    assert ids(groups["no_decay"]) == {id(m.bn.weight), id(m.bn.bias), id(m.mid.bias)}
+    assert groups["no_decay"]["weight_decay"] == 0
+    assert ids(groups["weight"]) == {id(m.conv.weight), id(m.mid.weight)}
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(m.parameters()))
+
+
+def test_lr_rules():
+    assert optim.effective_lr(0.01, 16, lr_scale=True) == pytest.approx(0.0025)
+    assert optim.effective_lr(0.02, 16, lr_scale=False) == 0.02
+    assert optim.paper_lr_steps(50) == (30, 40, 45)
+    assert optim.paper_lr_steps(8) == (5, 6, 7)
+    f = lambda e, **k: optim.lr_factor(e, 50, **k)  # noqa: E731
+    assert [f(e) for e in (0, 29.99, 30, 39.5, 40, 45, 49.9)] == pytest.approx([1, 1, .1, .1, .01, .001, .001])
+    assert f(0, schedule="cosine") == 1 and f(25, schedule="cosine") == pytest.approx(0.5)
+    assert f(50, schedule="cosine") == pytest.approx(0, abs=1e-12)
+    assert f(0.5, warmup_epochs=2) == pytest.approx(0.25) and f(2, warmup_epochs=2) == 1
+    with pytest.raises(ValueError):
+        optim.lr_factor(0, 10, "linear")
+
+
+def test_scheduler_is_per_iteration_and_resumable():
+    m = Tiny()
+    opt = optim.build_optimizer(m, 0.1, 0.9, 5e-4, 5)
+    sch = optim.build_scheduler(opt, steps_per_epoch=10, epochs=4, steps=(2, 3))
+    for _ in range(25):
+        opt.step()
+        sch.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01)  # epoch 2.5
+    st = optim.scheduler_state(sch)
+    opt2 = optim.build_optimizer(m, 0.1, 0.9, 5e-4, 5)
+    sch2 = optim.build_scheduler(opt2, steps_per_epoch=10, epochs=4, steps=(2, 3))
+    optim.load_scheduler_state(sch2, st)
+    for _ in range(5):
+        opt2.step()
+        sch2.step()
+    fc_bias = [g for g in opt2.param_groups if g["name"] == "fc_bias"][0]
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.001) and fc_bias["lr"] == pytest.approx(0.01)
+
+
+# ---- checkpoints ------------------------------------------------------------------------
+
+def test_atomic_write_leaves_no_temp_and_rng_roundtrips(tmp_path):
+    ckpt.seed_everything(3)
+    st = ckpt.rng_state()
+    a = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    ckpt.atomic_save({"rng": st, "x": [1, 2.0, "s", None]}, tmp_path / "c.pt")
+    back = torch.load(tmp_path / "c.pt", weights_only=True)  # plain data only
+    ckpt.set_rng_state(back["rng"])
+    b = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+    def boom(f):
+        f.write(b"partial")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        ckpt._atomic(tmp_path / "c.pt", boom)
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # old file intact, no temp left
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["x"] == [1, 2.0, "s", None]
+
+
+def test_sharded_sampler_ddp_batches_union_to_single_process_batches():
+    n, B, W = 37, 8, 2
+    single = list(ShardedSampler(n, 1, 0, seed=5))
+    ranks = [list(ShardedSampler(n, W, r, seed=5)) for r in range(W)]
+    for k in range(n // B):
+        union = sorted(sum((rk[k * B // W:(k + 1) * B // W] for rk in ranks), []))
+        assert union == sorted(single[k * B:(k + 1) * B])
+    s = ShardedSampler(n, 1, 0, seed=5)
+    s.set_epoch(1)
+    epoch1 = list(s)
+    assert epoch1 != single and sorted(epoch1) == sorted(single)  # a new order each epoch
+    s.set_epoch(1, skip=8)
+    assert list(s) == epoch1[8:] and len(s) == n - 8  # mid-epoch resume skips what was done
+    ev = [list(ShardedSampler(n, 3, r, shuffle=False, pad=False)) for r in range(3)]
+    assert sorted(sum(ev, [])) == list(range(n))  # evaluation: every video exactly once
+
+
+# ---- training: the run folder, resume, guards ------------------------------------------
+
+def test_train_writes_the_run_folder(trained):
+    out = trained
+    for f in ("config.yaml", "command.txt", "metrics.csv", "metrics.jsonl", "run.json",
+              ckpt.LAST, ckpt.BEST):
+        assert (out / f).is_file(), f
+    assert not list(out.glob(".*tmp"))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for k in ("train_loss", "train_top1", "train_top5", "val_top1", "val_top5", "lr", "clips_per_s",
+              "wall_time_s", "epoch_time_s"):
+        assert all(math.isfinite(r[k]) for r in rows), k
+    assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.001])  # x0.1 at the step
+    assert (out / "metrics.csv").read_text().count("\n") == 3
+    state = torch.load(out / ckpt.LAST, weights_only=True)
+    assert state["epoch"] == 2 and state["num_classes"] == 4 and len(state["classes"]) == 4
+    for k in ("model", "optimizer", "scheduler", "scaler", "rng", "config", "history"):
+        assert k in state
+    cfg = Config.from_dict(state["config"])
+    assert cfg.model.num_classes == 4  # 0 resolved from the dataset
+    import yaml
+
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["num_classes"] == 4
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "finished" and run["seed"] == 0 and "torch" in run["versions"]
+    assert {"commit", "dirty"} <= set(run["git"]) and run["hardware"]["cpu_count"]
+
+
+def test_existing_run_needs_resume_and_finished_run_resumes_to_a_no_op(trained, cache):
+    from stm_lib.engine import train
+
+    with pytest.raises(ValueError, match="--resume"):
+        train(tiny_cfg(trained, cache))
+    before = (trained / "metrics.csv").read_text()
+    train(tiny_cfg(trained, cache, resume=True))
+    assert (trained / "metrics.csv").read_text() == before
+    with pytest.raises(ValueError, match="differs"):
+        train(tiny_cfg(trained, cache, resume=True).update("model", name="tsn"))
+
+
+def test_class_count_mismatch_is_caught_before_the_first_step(tmp_path, cache):
+    from stm_lib.engine import train
+
+    cfg = tiny_cfg(tmp_path / "r", cache).update("model", num_classes=174)
+    with pytest.raises(ValueError, match=r"174 classes.*dataset has 4"):
+        train(cfg)
+    assert not (tmp_path / "r" / ckpt.LAST).exists()
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, cache, monkeypatch):
+    from stm_lib.engine import NonFiniteLossError, train
+
+    real = torch.nn.functional.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(logits, y, *a, **k):  # fine for epoch 1 (4 steps), NaN in epoch 2
+        calls["n"] += 1
+        loss = real(logits, y, *a, **k)
+        return loss * float("nan") if calls["n"] > 5 else loss
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", poisoned)
+    out = tmp_path / "r"
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss.*epoch 2 step 2.*last good checkpoint"):
+        train(tiny_cfg(out, cache))
+    assert torch.load(out / ckpt.LAST, weights_only=True)["epoch"] == 1
+    assert json.loads((out / "run.json").read_text())["status"].startswith("stopped: non-finite")
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_mid_epoch_checkpoint_resume_is_exact(tmp_path, cache, monkeypatch):
+    """In-process kill-and-resume: die right after a mid-epoch checkpoint, resume, compare."""
+    from stm_lib.engine import train
+
+    ref = train(tiny_cfg(tmp_path / "ref", cache, checkpoint_every_steps=3))
+    out = tmp_path / "cut"
+
+    class Killed(BaseException):
+        pass
+
+    real_save = ckpt.atomic_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if obj.get("partial") and obj["epoch"] == 1:  # epoch 2, step 3 written: die here
+            raise Killed
+
+    monkeypatch.setattr(ckpt, "atomic_save", save_then_die)
+    with pytest.raises(Killed):
+        train(tiny_cfg(out, cache, checkpoint_every_steps=3))
+    monkeypatch.setattr(ckpt, "atomic_save", real_save)
+    assert torch.load(out / ckpt.LAST, weights_only=True)["partial"]["step"] == 3
+    train(tiny_cfg(out, cache, checkpoint_every_steps=3, resume=True))
+    assert _metrics(out) == _metrics(ref)
+    a = torch.load(ref / ckpt.LAST, weights_only=True)["model"]
+    b = torch.load(out / ckpt.LAST, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _metrics(run: Path) -> list[dict]:
+    """metrics.jsonl without the timing columns."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
+
+
+# ---- evaluation and predict -------------------------------------------------------------
+
+def test_evaluate_one_and_multi_view_protocols(trained):
+    from stm_lib.engine import evaluate
+
+    r1 = evaluate(trained, clips=1, crops=1, progress=False)
+    r2 = evaluate(trained, clips=2, crops=3, progress=False)
+    for r, tag in ((r1, "val_1x1"), (r2, "val_2x3")):
+        assert 0 <= r["top1"] <= r["top5"] <= 1 and r["n"] == 8
+        saved = json.loads((trained / f"eval_{tag}.json").read_text())
+        assert saved["top1"] == r["top1"] and len(saved["per_class"]) == 4
+        conf = (trained / f"confusion_{tag}.csv").read_text().splitlines()
+        assert len(conf) == 5 and sum(int(v) for line in conf[1:] for v in line.split(",")[1:]) == 8
+    assert r2["views"] == 6
+    # the 1x1 protocol is the one training validated with
+    last = json.loads((trained / "metrics.jsonl").read_text().splitlines()[-1])
+    best = max(json.loads(line)["val_top1"] for line in (trained / "metrics.jsonl").read_text().splitlines())
+    assert r1["top1"] == pytest.approx(best) or r1["top1"] == pytest.approx(last["val_top1"])
+
+
+def test_predict_on_a_real_video_file(trained, tmp_path):
+    from stm_lib.engine import predict
+
+    video = make_mp4(tmp_path / "clip.mp4")
+    top = predict(video, trained)
+    assert len(top) == 4  # top-5 of a 4-class model
+    names = [n for n, _ in top]
+    assert set(names) == set(torch.load(trained / ckpt.LAST, weights_only=True)["classes"])
+    assert sum(p for _, p in top) == pytest.approx(1, abs=1e-4)
+    assert [p for _, p in top] == sorted((p for _, p in top), reverse=True)
+
+
+# ---- command line -----------------------------------------------------------------------
+
+def test_cli_help_states_the_lr_rule():
+    from stm_lib.cli import build_parser
+
+    p = build_parser()
+    sub = next(a for a in p._actions if a.dest == "command")
+    text = sub.choices["train"].format_help()
+    assert "0.01 * batch-size / 64" in text and "GLOBAL" in text
+    assert {"train", "evaluate", "predict"} <= set(sub.choices)
+
+
+def test_cli_config_precedence(tmp_path):
+    from stm_lib.cli import build_parser
+    from stm_lib.engine.cli import config_from_args
+
+    p = build_parser()
+    issue = ("train --dataset ssv1 --data-root DIR --model stm --frames 8 --input-size 64 --width-mult 0.25 "
+             "--epochs 8 --batch-size 16 --lr 0.02 --out RUN").split()
+    c = config_from_args(p.parse_args(issue))
+    assert (c.model.name, c.model.frames, c.model.width_mult, c.model.num_classes) == ("stm", 8, 0.25, 0)
+    assert (c.data.dataset, c.data.data_root, c.data.input_size) == ("ssv1", "DIR", 64)
+    assert (c.train.epochs, c.train.batch_size, c.train.lr, c.train.lr_scale) == (8, 16, 0.02, False)
+    assert c.train.lr_steps == (5, 6, 7) and c.train.out == "RUN"
+    c = config_from_args(p.parse_args("train --batch-size 16".split()))
+    assert optim.effective_lr(c.train.lr, c.train.batch_size, c.train.lr_scale) == pytest.approx(0.0025)
+    assert c.train.lr_steps == (30, 40, 45)
+    y = tmp_path / "c.yaml"
+    y.write_text("model: {name: tsn}\ntrain: {lr: 0.05, epochs: 20, lr_steps: [10]}\n")
+    c = config_from_args(p.parse_args(f"train --config {y} --epochs 12".split()))
+    assert (c.model.name, c.train.lr, c.train.epochs, c.train.lr_steps, c.train.lr_scale) == ("tsn", 0.05, 12, (10,), False)
+
+
+def test_cli_evaluate_json_and_predict(trained, tmp_path, capsys):
+    from stm_lib.cli import main
+
+    assert main(["evaluate", "--run", str(trained), "--clips", "2", "--crops", "3", "--json"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    r = json.loads(last)
+    assert {"top1", "top5"} <= set(r) and r["clips"] == 2 and r["crops"] == 3
+    video = make_mp4(tmp_path / "v.mp4")
+    assert main(["predict", str(video), "--run", str(trained)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("1. ")
+    assert main(["evaluate", "--run", str(tmp_path / "nope")]) == 2
