@@ -200,6 +200,10 @@ def versions() -> dict:
     return v
 
 
+def _kv(d: dict) -> str:
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items())
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -237,6 +241,13 @@ def _cmd_reproduce(args) -> int:
             print(f"stm reproduce: error: {e}", file=sys.stderr)
             return 1
         print(f"==> {name}: {d / 'results.json'} ({time.time() - t0:.0f} s)", flush=True)
+        for r in json.loads((d / "results.json").read_text()).get("rows", []):
+            measured = {k: r[k] for k in ("top1", "top1_ucf101", "top1_hmdb51", "videos_per_s", "corr_with_flow")
+                        if r.get(k) is not None}
+            if measured:
+                paper = {k: r[f"paper_{k}"] for k in measured if r.get(f"paper_{k}") is not None}
+                print(f"    {r['id']:14s} measured {_kv(measured)}" + (f"   paper {_kv(paper)}" if paper else "")
+                      + f"   [{r.get('status', '')}]")
         done.append(d)
     return 0
 

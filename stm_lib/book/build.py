@@ -78,7 +78,7 @@ def status_markdown(results: dict[str, dict[str, dict]], chosen: dict[str, str],
            "*smoke*: trained here on an embedded synthetic proxy at CPU scale, never the paper's number; "
            "*full*: the paper's settings on the real data; *not run*: with the reason.", ""]
     counts: dict[str, int] = {}
-    summary = ["| table | published run | runs found | rows measured | rows not run | paper orderings seen |",
+    summary = ["| table | published run | runs found | rows measured | rows not run | the paper's orderings here |",
                "| --- | --- | --- | --- | --- | --- |"]
     sections = []
     for t in TABLES:
@@ -94,13 +94,11 @@ def status_markdown(results: dict[str, dict[str, dict]], chosen: dict[str, str],
         measured = [r for r in rows if not str(r.get("status", "")).startswith("not run")]
         not_run = [r for r in rows if str(r.get("status", "")).startswith("not run")]
         for r in rows:
-            key = str(r.get("status", "")).split(";")[-1].strip().split(" (")[0] or "—"
+            key = str(r.get("status", "")).split(";")[-1].strip().split(" (")[0].removeprefix("top-1: ") or "—"
             counts[key] = counts.get(key, 0) + 1
         seen = _orderings(doc)
         summary.append(f"| {label} | [{pub}]({runs_rel}/{name}/{pub}/{name}.ipynb) | {', '.join(sorted(profs))} | "
                        f"{len(measured)} | {len(not_run)} | {seen} |")
-        prov = doc.get("provenance", {})
-        git = prov.get("git", {})
         sec = [f"## {label}: {TITLES[t]}", ""]
         if t in CAPTIONS:
             sec += [f"> {CAPTIONS[t]}", ""]
@@ -122,7 +120,6 @@ def status_markdown(results: dict[str, dict[str, dict]], chosen: dict[str, str],
                        f"{_fmt(paper)} | {_fmt(meas, 3 if t == 'figure1' else 1)} |")
         sec.append("")
         sections += sec
-        del prov, git
     tally = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
     out += ["## Summary", "", *summary, "", f"Row statuses over the published runs: {tally}.", "",
             "Every accuracy marked *proxy* or *smoke* comes from a synthetic dataset at CPU scale and is not "
@@ -134,12 +131,14 @@ def status_markdown(results: dict[str, dict[str, dict]], chosen: dict[str, str],
 
 
 def _orderings(doc: dict) -> str:
-    claims = doc.get("claims") or []
-    ok = [c for c in claims if None not in (c.get("measured_top1") or [None])]
-    if not ok:
+    """How the paper's orderings fare in this run (verdicts at two standard errors, see
+    experiments.verdict)."""
+    claims = [c for c in doc.get("claims") or [] if c.get("verdict") in ("holds", "reversed", "noise")]
+    if not claims:
         return "—"
-    held = sum(1 for c in ok if c["measured_top1"][0] > c["measured_top1"][1])
-    return f"{held} of {len(ok)} (point estimates)"
+    n = {k: sum(1 for c in claims if c["verdict"] == k) for k in ("holds", "noise", "reversed")}
+    return f"{n['holds']} of {len(claims)} hold" + (f", {n['noise']} within noise" if n["noise"] else "") + \
+        (f", {n['reversed']} reversed" if n["reversed"] else "")
 
 
 def build(runs: str | Path = "runs", root: str | Path = ".", allow_missing: bool = False,

@@ -75,7 +75,8 @@ def clips_per_second(paths: list[Path], frames: int, input_size: int, workers: i
     ds = VideoDataset(samples, ["x"], frames, train=True, input_size=input_size, backend=backend, strict=True)
     loader = make_loader(ds, batch_size, train=False, num_workers=workers)
     it = iter(loader)
-    next(it)  # start-up (worker spawn) is not throughput
+    if len(loader) > 1:
+        next(it)  # start-up (worker spawn, first batch) is not throughput
     t, n = time.perf_counter(), 0
     for clips, _, _ in it:
         n += clips.shape[0]
@@ -107,7 +108,8 @@ def provenance(argv: list[str], wall_s: float) -> dict:
         "command": " ".join(["stm", *argv]) if argv else "stm data bench",
         "hardware": {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                      "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                     "platform": platform.platform()},
+                     "platform": platform.platform(),
+                     "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()]},  # other jobs sharing the CPU
         "versions": versions,
         "wall_time_s": round(wall_s, 1),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

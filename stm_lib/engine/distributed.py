@@ -55,7 +55,7 @@ def setup(device_pref: str = "auto") -> DistInfo:
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+    if world > 1 and device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # N processes on one host share its cores instead of each grabbing all of them.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
     return DistInfo(rank, world, local_rank, local_world, device)

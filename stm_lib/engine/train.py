@@ -55,6 +55,7 @@ def train(cfg: Config, command: str | None = None) -> Path:
     t_process = time.time()
     session = {"start": _now(), "command": command, "world_size": info.world_size, "status": "running"}
     started = False  # run.json is written only once this session owns the run folder
+    was_deterministic, was_benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     try:
         # ---- 0. determinism ------------------------------------------------------------
         if tc.deterministic:
@@ -284,6 +285,8 @@ def train(cfg: Config, command: str | None = None) -> Path:
         session["seconds"] = round(time.time() - t_process, 3)
         if started and info.is_main and out.is_dir():
             _write_provenance(out, cfg, session, info)
+        torch.use_deterministic_algorithms(was_deterministic)  # leave the process as we found it
+        torch.backends.cudnn.benchmark = was_benchmark
         D.cleanup()
 
 

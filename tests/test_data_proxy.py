@@ -1,0 +1,162 @@
+"""The embedded proxy datasets: deterministic, atomic, cached, read through the SSv1 reader, and
+built so that the temporal proxy needs frame order while the scene proxy does not."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stm_lib.config import DataConfig
+from stm_lib.data import build_dataset, proxy
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", proxy.KINDS)
+def test_same_seed_same_files(tmp_path, kind):
+    kw = dict(videos=20, classes=10, frames=6, resolution=32, progress=False)
+    a = proxy.make_proxy(kind, tmp_path / "a", seed=3, **kw)
+    b = proxy.make_proxy(kind, tmp_path / "b", seed=3, **kw)
+    c = proxy.make_proxy(kind, tmp_path / "c", seed=4, **kw)
+    ta, tb, tc = tree_bytes(a), tree_bytes(b), tree_bytes(c)
+    assert len(ta) == 20 * 6 + 4 and ta == tb
+    assert ta.keys() == tc.keys() and ta != tc
+
+
+def test_ssv1_layout_and_reader(tmp_path):
+    cfg = DataConfig(dataset="proxy-temporal", proxy_cache=str(tmp_path / "cache"), proxy_videos=50,
+                     proxy_frames=6, proxy_resolution=32, input_size=32)
+    tr = build_dataset(cfg, "train", frames=4, train=True)
+    va = build_dataset(cfg, "val", frames=4, train=False)
+    root = tr.samples[0].path.parents[1]
+    assert root.parent == tmp_path / "cache" and root.name.startswith("temporal-")
+    assert (root / "20bn-something-something-v1" / "1" / "00006.jpg").is_file()
+    assert tr.num_classes == va.num_classes == 10 and len(tr) == 40 and len(va) == 10
+    assert np.bincount([s.label for s in va.samples]).tolist() == [1] * 10  # balanced split
+    assert tr.classes[:2] == ["right down clockwise growing", "left up anticlockwise shrinking"]
+    assert tr.flip is False  # left/right is part of the class
+    assert tr[0][0].shape == (4, 3, 32, 32) and va[0][0].shape == (1, 4, 3, 32, 32)
+    same = build_dataset(DataConfig(dataset="ssv1", data_root=str(root), input_size=32), "val", 4, False)
+    assert [s.id for s in same.samples] == [s.id for s in va.samples] and same.classes == va.classes
+    scene = build_dataset(DataConfig(dataset="proxy-scene", proxy_cache=str(tmp_path / "cache"), proxy_videos=20,
+                                     proxy_classes=4, proxy_frames=4, proxy_resolution=32, input_size=32), "train", 4, True)
+    assert scene.num_classes == 4 and scene.flip is True
+
+
+def test_cached_and_reused(tmp_path, monkeypatch):
+    cfg = DataConfig(proxy_cache=str(tmp_path), proxy_videos=10, proxy_frames=4, proxy_resolution=32)
+    first = proxy.ensure_proxy("temporal", cfg, progress=False)
+    def regenerate(*a, **k):
+        raise RuntimeError("regenerated")
+
+    monkeypatch.setattr(proxy, "make_proxy", regenerate)
+    assert proxy.ensure_proxy("temporal", cfg) == first
+    other = DataConfig(proxy_cache=str(tmp_path), proxy_videos=10, proxy_frames=4, proxy_resolution=32, proxy_seed=1)
+    with pytest.raises(RuntimeError, match="regenerated"):  # other parameters: another folder
+        proxy.ensure_proxy("temporal", other)
+
+
+def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
+    from PIL import Image
+
+    calls = {"n": 0}
+    real_save = Image.Image.save
+
+    def failing_save(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 10:
+            raise KeyboardInterrupt
+        return real_save(self, *a, **k)
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        proxy.make_proxy("scene", tmp_path / "p", videos=10, frames=4, resolution=32, progress=False)
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary folder
+
+
+def test_existing_folder_with_other_parameters(tmp_path):
+    out = proxy.make_proxy("scene", tmp_path / "p", videos=10, frames=4, resolution=32, progress=False)
+    assert proxy.make_proxy("scene", out, videos=10, frames=4, resolution=32, progress=False) == out
+    with pytest.raises(ValueError, match="other parameters"):
+        proxy.make_proxy("scene", out, videos=12, frames=4, resolution=32, progress=False)
+    (tmp_path / "x").mkdir()
+    with pytest.raises(ValueError, match="not a proxy dataset"):
+        proxy.make_proxy("scene", tmp_path / "x", videos=10, frames=4, resolution=32, progress=False)
+
+
+def test_twin_classes_are_time_reversed():
+    signs = proxy.temporal_signs(10)
+    assert (signs[1::2] == -signs[0::2]).all() and len({tuple(s) for s in signs}) == 10
+    names = proxy.temporal_class_names(10)
+    assert names[0] == "right down clockwise growing" and names[1] == "left up anticlockwise shrinking"
+    with pytest.raises(ValueError, match="even number"):
+        proxy.temporal_signs(7)
+    # the same random draws with the opposite signs give the clip played backwards, up to the
+    # start phase: a frame of class 2k+1 is a frame of class 2k, so no single frame tells them apart
+    a = proxy.render_temporal(np.random.default_rng(0), signs[0], 8, 32)
+    b = proxy.render_temporal(np.random.default_rng(0), signs[1], 8, 32)
+    assert np.array_equal(a[0], b[0]) and not np.array_equal(a[1], b[1])
+
+
+# --- what the proxies can teach: a cheap check with a tiny CNN ------------------------------------
+
+def _clips(kind: str, root: Path, frames: int):
+    root = proxy.make_proxy(kind, root, videos=500, classes=10, frames=8, resolution=32, seed=0, progress=False)
+    out = {}
+    for split in ("train", "val"):
+        ds = build_dataset(DataConfig(dataset="ssv1", data_root=str(root), input_size=32, scale_size=32), split, frames, False)
+        xs, ys = zip(*(ds[i] for i in range(len(ds))))
+        out[split] = torch.stack(xs)[:, 0], torch.tensor(ys)
+    return out
+
+
+def _fit(data, with_differences: bool, epochs: int) -> float:
+    """A per-frame 2D CNN whose logits are averaged over time (TSN's consensus, order-blind) or
+    the same CNN fed `[frame t, frame t+1 - frame t]` (it sees which way things move)."""
+    def inputs(x):
+        return torch.cat([x[:, :-1], x[:, 1:] - x[:, :-1]], 2) if with_differences else x
+
+    torch.manual_seed(0)
+    conv = lambda i, o: [torch.nn.Conv2d(i, o, 3, 2, 1, bias=False), torch.nn.BatchNorm2d(o), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*conv(6 if with_differences else 3, 32), *conv(32, 48), *conv(48, 64),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+
+    def logits(x):
+        x = inputs(x)
+        return net(x.flatten(0, 1)).view(x.shape[0], x.shape[1], -1).mean(1)
+
+    (xtr, ytr), (xva, yva) = data["train"], data["val"]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        net.train()
+        for b in torch.randperm(len(xtr), generator=g).split(32):
+            loss = torch.nn.functional.cross_entropy(logits(xtr[b]), ytr[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        return (logits(xva).argmax(1) == yva).float().mean().item()
+
+
+def test_temporal_proxy_needs_frame_order(tmp_path):
+    """TSN-style averaging of per-frame predictions stays near chance (0.1); frame differences
+    solve it. 400 training clips of 4 frames at 32x32: about half a minute on 2 CPUs."""
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    data = _clips("temporal", tmp_path / "t", frames=4)
+    blind = _fit(data, with_differences=False, epochs=8)
+    motion = _fit(data, with_differences=True, epochs=10)
+    assert blind < 0.3, f"order-blind model reached {blind:.2f} on the temporal proxy"
+    assert motion > 0.6, f"frame-difference model reached only {motion:.2f} on the temporal proxy"
+
+
+def test_scene_proxy_solvable_from_one_frame(tmp_path):
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    data = _clips("scene", tmp_path / "s", frames=1)
+    acc = _fit(data, with_differences=False, epochs=4)
+    assert acc > 0.8, f"one-frame model reached only {acc:.2f} on the scene proxy"
