@@ -225,6 +225,10 @@ def _atomic_write(path: Path, text: str) -> None:
 # ---- CLI -------------------------------------------------------------------------------------------
 
 def _cmd_reproduce(args) -> int:
+    import signal
+
+    # `kill PID` -> SystemExit: papermill shuts its kernel down and the half-done run moves aside
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tables = list(TABLES) if args.table == "all" else [args.table]
     for t in tables:   # fail early on a bad name before anything runs
         notebook_name(t)

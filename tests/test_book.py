@@ -41,7 +41,7 @@ def test_published_profile_and_status_page(tmp_path):
     chosen = B.published(res)
     assert chosen == {"table5": "proxy", "table8": "smoke"}
     md = B.status_markdown(res, chosen, "../runs")
-    assert "| Table 5 | [proxy](../runs/table5/proxy/table5.ipynb) | proxy, smoke | 1 | 1 | 1 of 2 hold, 1 within noise |" in md
+    assert "| Table 5 | [proxy](../runs/table5/proxy/table5.ipynb) | proxy, smoke | 1 | 1 | 20.0 to 20.0 | 1 of 2 hold, 1 within noise |" in md
     assert "| Table 6 | not run |" in md
     assert "not run: other method" in md and "`aaaaaaaaaa`" in md
     toc = B.write_toc(tmp_path, runs, chosen).read_text()

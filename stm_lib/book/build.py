@@ -78,15 +78,15 @@ def status_markdown(results: dict[str, dict[str, dict]], chosen: dict[str, str],
            "*smoke*: trained here on an embedded synthetic proxy at CPU scale, never the paper's number; "
            "*full*: the paper's settings on the real data; *not run*: with the reason.", ""]
     counts: dict[str, int] = {}
-    summary = ["| table | published run | runs found | rows measured | rows not run | the paper's orderings here |",
-               "| --- | --- | --- | --- | --- | --- |"]
+    summary = ["| table | published run | runs found | rows measured | rows not run | measured top-1 (%) "
+               "| the paper's orderings here |", "| --- | --- | --- | --- | --- | --- | --- |"]
     sections = []
     for t in TABLES:
         name = notebook_name(t)
         label = "Figure 1" if t == "figure1" else f"Table {t}"
         profs = results.get(name, {})
         if not profs:
-            summary.append(f"| {label} | not run | — | — | — | — |")
+            summary.append(f"| {label} | not run | — | — | — | — | — |")
             continue
         pub = chosen[name]
         doc = profs[pub]
@@ -97,8 +97,10 @@ def status_markdown(results: dict[str, dict[str, dict]], chosen: dict[str, str],
             key = str(r.get("status", "")).split(";")[-1].strip().split(" (")[0].removeprefix("top-1: ") or "—"
             counts[key] = counts.get(key, 0) + 1
         seen = _orderings(doc)
+        accs = [r[k] for r in rows for k in ("top1", "top1_ucf101", "top1_hmdb51") if r.get(k) is not None]
+        span = f"{min(accs):.1f} to {max(accs):.1f}" if accs else "—"
         summary.append(f"| {label} | [{pub}]({runs_rel}/{name}/{pub}/{name}.ipynb) | {', '.join(sorted(profs))} | "
-                       f"{len(measured)} | {len(not_run)} | {seen} |")
+                       f"{len(measured)} | {len(not_run)} | {span} | {seen} |")
         sec = [f"## {label}: {TITLES[t]}", ""]
         if t in CAPTIONS:
             sec += [f"> {CAPTIONS[t]}", ""]
@@ -121,8 +123,14 @@ def status_markdown(results: dict[str, dict[str, dict]], chosen: dict[str, str],
         sec.append("")
         sections += sec
     tally = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-    out += ["## Summary", "", *summary, "", f"Row statuses over the published runs: {tally}.", "",
-            "Every accuracy marked *proxy* or *smoke* comes from a synthetic dataset at CPU scale and is not "
+    flat = [("Figure 1" if n == "figure1" else f"Table {n.removeprefix('table')}") for n, p in chosen.items()
+            if p == "proxy" and _at_chance(results[n][p])]
+    out += ["## Summary", "", *summary, "", f"Row statuses over the published runs: {tally}.", ""]
+    if flat:
+        out += [f"**At chance:** in the published proxy runs of {', '.join(flat)}, every trained model is within two "
+                "standard errors of chance: the proxy task was not learned at that budget, so those runs cannot "
+                "order the models (their pages say so).", ""]
+    out += ["Every accuracy marked *proxy* or *smoke* comes from a synthetic dataset at CPU scale and is not "
             "comparable in value with the paper's; only orderings are compared, and each table page checks them "
             "against the validation set's sampling noise. No table was run at the *full* profile here: that "
             "needs the datasets (Something-Something, Jester, Kinetics-400, UCF-101, HMDB-51) and GPUs.", "",
@@ -130,10 +138,32 @@ def status_markdown(results: dict[str, dict[str, dict]], chosen: dict[str, str],
     return "\n".join(out) + "\n"
 
 
+def _at_chance(doc: dict) -> bool:
+    """Every measured top-1 of a proxy run within two binomial standard errors of chance."""
+    from stm_lib.book.experiments import _se
+
+    classes = ((doc.get("settings") or {}).get("proxy") or {}).get("proxy_classes")
+    vals = [(r["top1"], r.get("n_val") or 0) for r in doc.get("rows", []) if r.get("top1") is not None]
+    if not classes or not vals:
+        return False
+    chance = 100.0 / classes
+    return all(n and abs(v - chance) <= 2 * _se(chance, n) for v, n in vals)
+
+
 def _orderings(doc: dict) -> str:
     """How the paper's orderings fare in this run (verdicts at two standard errors, see
     experiments.verdict)."""
-    claims = [c for c in doc.get("claims") or [] if c.get("verdict") in ("holds", "reversed", "noise")]
+    from stm_lib.book.experiments import verdict
+
+    by_id = {r.get("id"): r for r in doc.get("rows", [])}
+    claims = []
+    for c in doc.get("claims") or []:
+        if "verdict" not in c:   # results written before verdicts were stored: recompute from the rows
+            ra, rb, key = by_id.get(c.get("better")), by_id.get(c.get("worse")), c.get("metric", "top1")
+            c = {**c, "verdict": verdict(ra, rb, key)[3] if ra and rb and None not in (ra.get(key), rb.get(key))
+                 else "not measured"}
+        if c["verdict"] in ("holds", "reversed", "noise"):
+            claims.append(c)
     if not claims:
         return "—"
     n = {k: sum(1 for c in claims if c["verdict"] == k) for k in ("holds", "noise", "reversed")}

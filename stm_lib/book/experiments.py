@@ -468,11 +468,16 @@ class Experiment:
         if any(kind == "noise" for *_, kind in missed):
             n = max((r.get(_n_key(key)) or 0) for r in rows)
             reasons.append(f"some gaps are smaller than the sampling noise of a {n}-clip validation set with one "
-                           "seed (the paper's gaps are measured on 11,522 SSv1 validation videos)")
+                           "seed")
         if vals and min(vals) > 95:
             reasons.append("every model is near the ceiling of this proxy task, so there is no room for an ordering")
-        if chance and any(by_id[a].get(key, 100) < chance + 10 and by_id[b].get(key, 100) < chance + 10
-                          for a, b, _ in missed):
+        n = max((r.get(_n_key(key)) or 0) for r in rows)
+        if chance and vals and all(abs(v - chance) <= 2 * _se(chance, n) for v in vals):
+            reasons.append(f"**no model learned the task at this budget**: every measured value is within two "
+                           f"standard errors of chance ({chance:.0f}%), so this run cannot order the models; more "
+                           "epochs or clips (the `epochs` and `overrides` parameters) are needed first")
+        elif chance and any(by_id[a].get(key, 100) < chance + 10 and by_id[b].get(key, 100) < chance + 10
+                            for a, b, _ in missed):
             reasons.append(f"some models are still near chance ({chance:.0f}%) after "
                            f"{self.default_epochs()} epochs")
         if self.profile != "full":

@@ -52,8 +52,16 @@ def load_weights(frames: int, pretrained: str | None = None, runs: str | Path = 
                                          width_mult=cfg.model.width_mult))
             m2.load_state_dict(model.state_dict())
             model = m2.eval().to(device)
+        acc = ""
+        ev = run / "eval_val_1x1.json"
+        if ev.is_file():
+            import json
+
+            e = json.loads(ev.read_text())
+            acc = (f", validation top-1 {100 * e['top1']:.1f}% on its {cfg.data.proxy_classes}-class proxy, chance "
+                   f"{100 / cfg.data.proxy_classes:.0f}%")
         return model, (f"the STM trained at **proxy** scale by `{run}` (width x{cfg.model.width_mult}, "
-                       f"{cfg.data.input_size} px synthetic clips, epoch {state.get('epoch')}): it never saw a "
+                       f"{cfg.data.input_size} px synthetic clips, epoch {state.get('epoch')}{acc}): it never saw a "
                        "natural image, so its maps show what its filters respond to, not ImageNet features"), \
             "proxy-trained"
     model = build_model(ModelConfig(name="stm", frames=frames, num_classes=174))
