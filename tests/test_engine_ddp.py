@@ -17,7 +17,7 @@ def _args(out: Path, cache: Path) -> list[str]:
     return ["-m", "stm_lib.cli", "train", "--dataset", "proxy-temporal", "--proxy-cache", str(cache),
             "--proxy-videos", "80", "--proxy-classes", "4", "--proxy-frames", "8", "--proxy-resolution", "32",
             "--model", "tsm", "--frames", "4", "--input-size", "32", "--width-mult", "0.25", "--epochs", "2",
-            "--batch-size", "16", "--lr", "0.01", "--lr-steps", "1", "--dropout", "0", "--num-workers", "0",
+            "--batch-size", "16", "--lr", "0.005", "--fc-lr-mult", "1", "--lr-steps", "1", "--dropout", "0", "--num-workers", "0",
             "--no-progress", "--no-tensorboard", "--out", str(out)]
 
 
@@ -42,11 +42,27 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
     s, d = _rows(single), _rows(ddp)
     assert [x["epoch"] for x in d] == [1, 2]
     for a, b in zip(s, d):
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.05)
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.03)
         assert b["lr"] == a["lr"]
-    # same global batches, same schedule: the weights stay close (BN statistics are per rank)
-    wa = torch.load(single / "checkpoint_last.pt", weights_only=True)["model"]
-    wb = torch.load(ddp / "checkpoint_last.pt", weights_only=True)["model"]
-    num = sum(float((wa[k].float() - wb[k].float()).norm() ** 2) for k in wa if wa[k].is_floating_point())
-    den = sum(float(wa[k].float().norm() ** 2) for k in wa if wa[k].is_floating_point())
-    assert (num / den) ** 0.5 < 0.05
+    # same global batches, same schedule: the two runs move the weights the same way; what
+    # separates them (per-rank BN statistics, augmentation draws) is small next to the update
+    state = torch.load(single / "checkpoint_last.pt", weights_only=True)
+    wa, wb = state["model"], torch.load(ddp / "checkpoint_last.pt", weights_only=True)["model"]
+    w0 = _initial_weights(state["config"])
+    keys = [k for k in wa if "running_" not in k and wa[k].is_floating_point()]  # parameters only
+    dist = lambda x, y: sum(float((x[k] - y[k]).norm() ** 2) for k in keys) ** 0.5  # noqa: E731
+    moved, apart = dist(wa, w0), dist(wa, wb)
+    print(f"weights moved {moved:.4f} from init; DDP vs single process {apart:.4f}")
+    assert moved > 0 and apart < 0.1 * moved, (apart, moved)
+
+
+def _initial_weights(cfg_dict: dict) -> dict:
+    """The weights both runs started from (train() seeds the model init this way on every rank)."""
+    from stm_lib.config import Config
+    from stm_lib.engine import checkpoint
+    from stm_lib.engine.train import _segment_seed
+    from stm_lib.models import build_model
+
+    cfg = Config.from_dict(cfg_dict)
+    checkpoint.seed_everything(_segment_seed(cfg.train.seed, 0, 0, 0))
+    return build_model(cfg.model).state_dict()

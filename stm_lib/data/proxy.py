@@ -10,7 +10,10 @@ independently of the label and every motion is a shift on a circle started at a 
 so each frame has the same distribution in every class, and even the unordered set of frames
 barely depends on it (every clip contains every motion type; a direction only changes the
 order). A frame-averaging model (TSN) is near chance by construction; a model that compares
-neighbouring frames (TSM, STM) is not. This is the gap of the paper's Table 5.
+neighbouring frames (TSM, STM) is not. This is the gap of the paper's Table 5. Measured here
+(1,000 clips, 16 frames, 64 px, 8 sampled; width 0.25, batch 16, SGD lr 0.02, 8 epochs, step
+at 6): STM 0.97 top-1 on the validation fifth, TSN 0.09 (chance 0.10). Drifting gratings,
+not small moving objects: with objects the same STM was still at chance after 4 epochs.
 
 scene (modelled on Kinetics / UCF-101): the class is the background (colour and pattern kind)
 and is visible in every frame; a randomly moving disc and a drifting pattern are nuisance.
