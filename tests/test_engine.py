@@ -231,11 +231,17 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, cac
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-def test_mid_epoch_checkpoint_resume_is_exact(tmp_path, cache, monkeypatch):
-    """In-process kill-and-resume: die right after a mid-epoch checkpoint, resume, compare."""
+@pytest.mark.parametrize("workers", [0, 1])
+def test_mid_epoch_checkpoint_resume_is_exact(tmp_path, cache, monkeypatch, workers):
+    """In-process kill-and-resume: die right after a mid-epoch checkpoint, resume, compare.
+    Exact with loader workers too: augmentation is seeded per (seed, epoch, clip)."""
     from stm_lib.engine import train
 
-    ref = train(tiny_cfg(tmp_path / "ref", cache, checkpoint_every_steps=3))
+    def cfg(out, **kw):
+        c = tiny_cfg(out, cache, checkpoint_every_steps=3, **kw)
+        return c.update("data", num_workers=workers)
+
+    ref = train(cfg(tmp_path / "ref"))
     out = tmp_path / "cut"
 
     class Killed(BaseException):
@@ -250,10 +256,10 @@ def test_mid_epoch_checkpoint_resume_is_exact(tmp_path, cache, monkeypatch):
 
     monkeypatch.setattr(ckpt, "atomic_save", save_then_die)
     with pytest.raises(Killed):
-        train(tiny_cfg(out, cache, checkpoint_every_steps=3))
+        train(cfg(out))
     monkeypatch.setattr(ckpt, "atomic_save", real_save)
     assert torch.load(out / ckpt.LAST, weights_only=True)["partial"]["step"] == 3
-    train(tiny_cfg(out, cache, checkpoint_every_steps=3, resume=True))
+    train(cfg(out, resume=True))
     assert _metrics(out) == _metrics(ref)
     a = torch.load(ref / ckpt.LAST, weights_only=True)["model"]
     b = torch.load(out / ckpt.LAST, weights_only=True)["model"]

@@ -6,7 +6,7 @@ Precedence for training options: the dataclass defaults (the paper's recipe) < a
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -41,6 +41,7 @@ _MAP = {
     "num_workers": ("data", "num_workers"), "proxy_videos": ("data", "proxy_videos"),
     "proxy_classes": ("data", "proxy_classes"), "proxy_frames": ("data", "proxy_frames"),
     "proxy_resolution": ("data", "proxy_resolution"), "proxy_cache": ("data", "proxy_cache"),
+    "proxy_seed": ("data", "proxy_seed"), "val_list_file": ("data", "val_list_file"), "decoder": ("data", "decoder"),
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
     "lr_scale": ("train", "lr_scale"), "lr_steps": ("train", "lr_steps"), "lr_schedule": ("train", "lr_schedule"),
     "warmup_epochs": ("train", "warmup_epochs"), "momentum": ("train", "momentum"),
@@ -68,7 +69,7 @@ def _add_train(sub) -> None:
     B = argparse.BooleanOptionalAction
     p.add_argument("--config", help="YAML file with sections model/data/train (flags override it)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", help="registry variant (stm-list: tsn tsm cstm cmm stm ...; default stm)")
+    g.add_argument("--model", help="registry variant: tsn tsm cstm cmm stm stm-concat stm-stage2 ... (default stm)")
     g.add_argument("--frames", type=int, help="T, segments per clip (default 8)")
     g.add_argument("--num-classes", type=int, help="0 (default on the command line) = from the dataset; "
                    "another value that disagrees with the dataset is an error")
@@ -80,13 +81,18 @@ def _add_train(sub) -> None:
     g.add_argument("--data-root", help="dataset folder")
     g.add_argument("--split", type=int, help="UCF-101 / HMDB-51 split (1-3)")
     g.add_argument("--list-file", help="TSM list file for --dataset list")
+    g.add_argument("--val-list-file", help="validation list for --dataset list")
+    g.add_argument("--decoder", choices=["auto", "decord", "pyav"], help="video decoder (default auto)")
     g.add_argument("--input-size", type=int, help="network input side (default 224)")
     g.add_argument("--scale-size", type=int, help="shorter side before cropping (0 = input*256/224)")
     g.add_argument("--flip", action=B, default=None, help="horizontal flip (default per dataset)")
     g.add_argument("--num-workers", type=int, help="data loader workers per process (default 2)")
-    for f in ("videos", "classes", "frames", "resolution"):
-        g.add_argument(f"--proxy-{f}", type=int, help=argparse.SUPPRESS)
-    g.add_argument("--proxy-cache", help=argparse.SUPPRESS)
+    g.add_argument("--proxy-videos", type=int, help="proxy datasets: clips generated (default 1000; 20%% val)")
+    g.add_argument("--proxy-classes", type=int, help="proxy datasets: classes (default 10)")
+    g.add_argument("--proxy-frames", type=int, help="proxy datasets: frames per clip (default 16)")
+    g.add_argument("--proxy-resolution", type=int, help="proxy datasets: frame side in px (default 64)")
+    g.add_argument("--proxy-seed", type=int, help="proxy datasets: generator seed (default 0)")
+    g.add_argument("--proxy-cache", help="proxy datasets: cache folder (default ~/.cache/stm/proxy)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="default 50")
     g.add_argument("--batch-size", type=int, help="GLOBAL batch over all processes (default 64)")
@@ -156,7 +162,8 @@ def cmd_train(args) -> int:
     except NonFiniteLossError as e:
         print(f"stm train: {e}", file=sys.stderr)
         return 3
-    print(f"run folder: {out}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run folder: {out}")
     return 0
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from stm_lib.config import Config
 from stm_lib.engine import checkpoint as ckpt

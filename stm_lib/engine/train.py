@@ -5,11 +5,11 @@ weight decay 5e-4 (not on BN or biases), lr 0.01 at batch 64 scaled linearly, x0
 30/40/45 of 50, every BN layer training, gradient norm clipped at 20, dropout 0.5, fc lr x5
 (bias x10). The same function runs one CPU, one GPU, or many under torchrun (DDP).
 
-Resuming: every epoch ends with an atomic checkpoint; the random streams are reseeded from
-(seed, epoch, step, rank) at each epoch (and mid-epoch checkpoint) boundary and the shuffling
-order depends only on (seed, epoch), so a run killed at any moment and resumed from its last
-checkpoint repeats exactly what the uninterrupted run would have done (bit for bit on CPU with
-deterministic settings and num_workers=0).
+Resuming: every epoch ends with an atomic checkpoint. The shuffling order depends only on
+(seed, epoch), each clip's augmentation only on (seed, epoch, clip index), and the global random
+streams (dropout) are reseeded from (seed, epoch, step, rank) at each epoch (and mid-epoch
+checkpoint) boundary, so a run killed at any moment and resumed from its last checkpoint repeats
+what the uninterrupted run would have done: bit for bit on CPU with --deterministic.
 """
 from __future__ import annotations
 
@@ -112,6 +112,7 @@ def train(cfg: Config, command: str | None = None) -> Path:
         raw = model  # what is saved and evaluated
 
         # ---- 4. loader, optimiser, schedule, AMP ----------------------------------------
+        train_set = SampleSeeded(train_set, tc.seed)  # augmentation draws depend on (seed, epoch, clip)
         sampler = D.ShardedSampler(len(train_set), info.world_size, info.rank, shuffle=True, seed=tc.seed)
         loader = make_loader(train_set, per_rank_batch, train=True, num_workers=cfg.data.num_workers,
                              sampler=sampler, seed=tc.seed)  # rebuilt each epoch below
@@ -176,10 +177,11 @@ def train(cfg: Config, command: str | None = None) -> Path:
             # a loader per epoch, seeded from (seed, epoch, step, rank): worker and augmentation
             # streams then do not depend on how many epochs this process has run
             seg = _segment_seed(tc.seed, epoch, start_step, info.rank)
+            train_set.epoch = epoch
             loader = make_loader(train_set, per_rank_batch, train=True, num_workers=cfg.data.num_workers,
                                  sampler=sampler, seed=seg)
             batches = iter(loader)
-            _reseed(seg, train_set)  # after iter(): creating the iterator draws from the RNG
+            _reseed(seg)  # after iter(): creating the iterator draws from the RNG
             bar = _bar(steps_per_epoch, start_step, f"epoch {epoch + 1}/{tc.epochs}", info.is_main and tc.progress)
             t0 = time.time()
             for step in range(start_step, steps_per_epoch):
@@ -228,7 +230,7 @@ def train(cfg: Config, command: str | None = None) -> Path:
                         acc.zero_()  # rank 0 now carries the global sums
                     else:
                         acc.copy_(sums)
-                    _reseed(_segment_seed(tc.seed, epoch, nxt, info.rank), train_set)
+                    _reseed(_segment_seed(tc.seed, epoch, nxt, info.rank))
             bar.close()
             t_train += time.time() - t0
 
@@ -297,12 +299,35 @@ def _segment_seed(seed: int, epoch: int, step: int, rank: int) -> int:
     return (((seed * 1_000_003 + epoch) * 100_003 + step) * 1009 + rank) % 2**63
 
 
-def _reseed(seed: int, dataset=None) -> None:
-    """Global RNGs (dropout, anything torch/numpy/random) and, without loader workers, the
-    dataset's own augmentation RNG (stm_lib.data reseeds workers itself)."""
+def _reseed(seed: int) -> None:
+    """Global RNGs: dropout and anything else drawing from torch / numpy / random."""
     ckpt.seed_everything(seed)
-    if dataset is not None and hasattr(dataset, "reseed"):
-        dataset.reseed(seed)
+
+
+class SampleSeeded(torch.utils.data.Dataset):
+    """Reseeds the dataset's augmentation RNG from (seed, epoch, clip index) before each clip.
+
+    Why: a clip's frames, crop and flip then do not depend on which rank or loader worker
+    loads it, nor on where a run was resumed; a DDP run sees exactly the clips of the
+    single-process run, and a resumed epoch repeats the interrupted one, workers or not.
+    Set `.epoch` before building each epoch's loader (workers get a copy at start-up).
+    """
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        if hasattr(self.dataset, "reseed"):
+            self.dataset.reseed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(i)) % 2**63)
+        return self.dataset[i]
+
+    def __getattr__(self, name):  # num_classes, classes, samples, item_shape, ...
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
 
 def _resolve_classes(requested: int, train_set, val_set) -> int:
@@ -323,7 +348,7 @@ def _check_same_run(cfg: Config, state: dict, log) -> None:
     saved = Config.from_dict(state["config"])
     now = cfg.to_dict()
     diffs = []
-    for section, ignore in (("model", {"num_classes", "pretrained"}), ("data", {"num_workers", "data_root", "proxy_cache"})):
+    for section, ignore in (("model", {"num_classes", "pretrained"}), ("data", {"num_workers", "data_root", "proxy_cache", "decoder"})):
         for k, v in getattr(saved, section).__dict__.items():
             if k in ignore:
                 continue
