@@ -272,6 +272,19 @@ def _metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
 
 
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_and_channels_last_run_on_cpu(tmp_path, cache, amp):
+    from stm_lib.engine import evaluate, train
+
+    out = train(tiny_cfg(tmp_path / "r", cache, epochs=1, amp=amp, channels_last=True, max_steps_per_epoch=2))
+    row = json.loads((out / "metrics.jsonl").read_text())
+    assert math.isfinite(row["train_loss"]) and row["train_loss"] > 0
+    state = torch.load(out / ckpt.LAST, weights_only=True)
+    assert all(v.dtype != torch.float16 and v.dtype != torch.bfloat16 for v in state["model"].values())  # fp32 master weights
+    assert bool(state["scaler"]) == (amp == "fp16")  # GradScaler only for fp16
+    assert 0 <= evaluate(out, progress=False)["top1"] <= 1
+
+
 # ---- evaluation and predict -------------------------------------------------------------
 
 def test_evaluate_one_and_multi_view_protocols(trained):

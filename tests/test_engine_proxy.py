@@ -12,11 +12,14 @@ import json
 
 import pytest
 
-# Settings measured on 2 CPU cores (see the engine report): 4 classes (2 time-reversed pairs),
-# 64 px (the proxy's motion is sub-pixel after the stem at 32 px), 4 frames, width 0.25.
-CLASSES, VIDEOS, RES, FRAMES = 4, 500, 64, 4
-TRAIN = ["--frames", str(FRAMES), "--input-size", str(RES), "--width-mult", "0.25", "--epochs", "10",
-         "--batch-size", "8", "--lr", "0.01", "--lr-steps", "8", "--warmup-epochs", "1", "--dropout", "0.2",
+# Settings measured on 2 CPU cores (numbers in the engine report). Two classes: one motion
+# pattern and the same clips played backwards, so TSN is at chance by construction. 64 px: at
+# 32 px the proxy's motion is sub-pixel after the stem and nothing learns. With 4 classes STM
+# also wins but, from scratch at this size, sometimes stalls at 0.5 (pair found, direction not):
+# too seed-dependent for a test. fc lr x1: x5 (the fine-tuning recipe) is unstable from scratch.
+CLASSES, VIDEOS, RES, FRAMES = 2, 500, 64, 4
+TRAIN = ["--frames", str(FRAMES), "--input-size", str(RES), "--width-mult", "0.25", "--epochs", "6",
+         "--batch-size", "8", "--lr", "0.01", "--lr-steps", "5", "--warmup-epochs", "1", "--dropout", "0.2",
          "--fc-lr-mult", "1",
          "--num-workers", "0", "--deterministic", "--no-progress", "--no-tensorboard"]
 
@@ -70,7 +73,7 @@ def test_stm_far_above_tsn_on_the_temporal_proxy_then_evaluate_and_predict(proxy
         print(f"\ntemporal proxy, val top-1 after {len(stm)} epochs: STM {stm_top1:.3f}  TSN {tsn_top1:.3f}  "
               f"(chance {chance:.2f})")
     assert tsn_top1 <= chance + 0.15, "TSN should stay near chance on time-reversed classes"
-    assert stm_top1 >= 0.75 and stm_top1 - tsn_top1 >= 0.4, (stm_top1, tsn_top1)
+    assert stm_top1 >= 0.9 and stm_top1 - tsn_top1 >= 0.3, (stm_top1, tsn_top1)
 
     capsys.readouterr()
     results = {}

@@ -25,7 +25,8 @@ def _cmd(out: Path, cache: Path, *extra: str) -> list[str]:
 
 
 def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    # PASSIVE: OpenMP threads sleep instead of spinning when other processes share the cores
+    return {**os.environ, "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
 
 
 def _metrics(run: Path) -> list[dict]:

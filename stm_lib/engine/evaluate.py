@@ -132,7 +132,7 @@ def evaluate(run_dir: str | Path, clips: int = 1, crops: int = 1, split: str = "
              progress: bool = True) -> dict:
     """Evaluate a trained run under `clips` x `crops` views (1x1: Table 9; 10x3: Tables 1-4).
 
-    Writes eval_<split>_<clips>x<crops>.json (top-1, top-5, mean class accuracy, per-class
+    Writes eval_<split>_<clips>x<crops>[_<checkpoint>].json (top-1, top-5, mean class accuracy, per-class
     accuracy, the checkpoint's epoch) and confusion_<split>_<clips>x<crops>.csv (rows: true class,
     columns: predicted) into the run folder, and returns the JSON's content.
     """
@@ -159,7 +159,7 @@ def evaluate(run_dir: str | Path, clips: int = 1, crops: int = 1, split: str = "
     m = run_eval(model, loader, dev, cfg.model.num_classes, amp or cfg.train.amp,
                  progress=progress, desc=f"eval {clips}x{crops}")
     elapsed = time.time() - t0
-    tag = f"{split}_{clips}x{crops}"
+    tag = f"{split}_{clips}x{crops}" + ("" if checkpoint == "best" else f"_{Path(checkpoint).stem}")
     conf = m.pop("confusion")
     per_class = m.pop("per_class")
     result = {

@@ -23,6 +23,7 @@ import shlex
 import subprocess
 import sys
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -64,7 +65,6 @@ def train(cfg: Config, command: str | None = None) -> Path:
             torch.backends.cudnn.benchmark = False
         else:
             torch.backends.cudnn.benchmark = dev.type == "cuda"
-        ckpt.seed_everything(_segment_seed(tc.seed, 0, 0, 0))  # model init: the same on every rank
         if tc.batch_size % info.world_size:
             raise ValueError(f"--batch-size {tc.batch_size} is the global batch and must divide by the "
                              f"{info.world_size} processes")
@@ -100,6 +100,7 @@ def train(cfg: Config, command: str | None = None) -> Path:
 
         # ---- 3. model (every BN layer trains: paper 4.2, unlike TSN's partial BN) --------
         mcfg = cfg.model if state is None else dataclasses.replace(cfg.model, pretrained=None)
+        ckpt.seed_everything(_segment_seed(tc.seed, 0, 0, 0))  # the same init on every rank
         model = build_model(mcfg)
         out_features = getattr(unwrap(model), "num_classes", None) or unwrap(model).fc.out_features
         if out_features != num_classes:
@@ -216,7 +217,9 @@ def train(cfg: Config, command: str | None = None) -> Path:
                     c1, c5 = topk_correct(logits.detach().float(), y)
                     acc[:4] += torch.tensor([loss.item() * n, c1, c5, n], dtype=torch.float64)
                     bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2g}", refresh=False)
-                scheduler.step()  # per iteration, so warm-up and cosine are smooth
+                with warnings.catch_warnings():  # fp16: GradScaler may skip a step; expected
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                    scheduler.step()  # per iteration, so warm-up and cosine are smooth
                 bar.update(1)
                 nxt = step + 1
                 if tc.checkpoint_every_steps > 0 and nxt % tc.checkpoint_every_steps == 0 and nxt < steps_per_epoch:
