@@ -24,7 +24,7 @@ def tiny_cfg(out: Path, cache: Path, **train) -> Config:
     cfg = cfg.update("data", dataset="proxy-temporal", proxy_cache=str(cache), proxy_videos=40,
                      proxy_classes=4, proxy_frames=8, proxy_resolution=32, input_size=32, num_workers=0)
     t = dict(epochs=2, batch_size=8, lr=0.01, lr_steps=(1,), out=str(out), deterministic=True,
-             progress=False, tensorboard=False)
+             progress=False)  # tensorboard: on (written only when installed)
     t.update(train)
     return cfg.update("train", **t)
 
