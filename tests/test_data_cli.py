@@ -48,6 +48,24 @@ def test_check_missing_root_is_a_user_error(tmp_path, capsys):
     assert "data root not found" in capsys.readouterr().err
 
 
+def test_check_proxy_without_root_uses_the_cache(tmp_path, capsys, monkeypatch):
+    """No --data-root for a proxy: the cached default proxy is found (or generated) and checked."""
+    from stm_lib.data import proxy
+
+    asked = []
+
+    def small_proxy(kind, cfg, progress=True):  # the default proxy is 1,000 clips: a small stand-in
+        asked.append((kind, cfg.dataset))
+        return proxy.make_proxy(kind, tmp_path / "cache" / kind, videos=10, frames=8, resolution=32, progress=False)
+
+    monkeypatch.setattr(proxy, "ensure_proxy", small_proxy)
+    assert main(["data", "check", "--dataset", "proxy-temporal", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert asked == [("temporal", "proxy-temporal")] and rep["ok"] is True
+    assert rep["root"] == str(tmp_path / "cache" / "temporal")
+    assert sum(s["clips"] for s in rep["splits"].values()) == 10
+
+
 def test_probe_truncated_webm(tmp_path):
     """A cut webm still opens and decodes its first frames; the header gives it away."""
     p = write_video(tmp_path / "v.webm", clip_array(0, 24), "libvpx-vp9")

@@ -14,7 +14,8 @@ def register(subparsers) -> None:
 
     c = sub.add_parser("check", help="read every annotation, open every clip, report problems")
     c.add_argument("--dataset", required=True, help="ssv1 ssv2 jester kinetics400 ucf101 hmdb51 list proxy-temporal proxy-scene")
-    c.add_argument("--data-root", help="the dataset's folder, in its official layout")
+    c.add_argument("--data-root", help="the dataset's folder, in its official layout (proxies: default "
+                   "the cached default proxy, generated if missing)")
     c.add_argument("--list-file", help="`list` dataset: train list (TSM lines 'folder num_frames label')")
     c.add_argument("--val-list-file", help="`list` dataset: validation list")
     c.add_argument("--workers", type=int, default=4, help="clips opened in parallel (threads)")
@@ -47,8 +48,16 @@ def register(subparsers) -> None:
 
 def _check(args) -> int:
     from stm_lib.data.check import check_dataset, format_report, report_json
+    from stm_lib.data.datasets import PROXIES
 
-    rep = check_dataset(args.dataset, args.data_root, workers=args.workers, min_frames=args.min_frames,
+    root = args.data_root
+    if root is None and args.dataset in PROXIES:  # the proxy training would use: the cached default
+        from stm_lib.config import DataConfig
+        from stm_lib.data import proxy
+
+        root = proxy.ensure_proxy(args.dataset.split("-", 1)[1], DataConfig(dataset=args.dataset),
+                                  progress=not args.json)
+    rep = check_dataset(args.dataset, root, workers=args.workers, min_frames=args.min_frames,
                         list_file=args.list_file, val_list_file=args.val_list_file, backend=args.decoder,
                         full=args.full, progress=not args.json and sys.stderr.isatty())
     print(report_json(rep) if args.json else format_report(rep))
