@@ -43,6 +43,8 @@ class DataConfig:
     proxy_seed: int = 0               # the proxy's content depends only on these proxy_* fields
     val_list_file: str | None = None  # `list` dataset: the validation list (same format)
     decoder: str = "auto"             # video files: auto (decord, PyAV fallback) | decord | pyav
+    flow_root: str | None = None      # two-stream ST-ResNet: `<flow_root>/<clip id>/flow_x_00001.jpg ...`
+    flow_stack: int = 10              # L: flow fields stacked per frame (2L channels)
 
 
 @dataclass

@@ -20,7 +20,7 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 def count_flops(model: torch.nn.Module, frames: int, input_size: int = 224) -> int:
-    """fvcore FLOPs of one clip `(1, T, 3, S, S)` in eval mode. fvcore counts convs, linear
+    """fvcore FLOPs of one clip `(1, T, C_in, S, S)` in eval mode (C_in: 3, or 23 with flow). fvcore counts convs, linear
     layers and BN (2 per element with affine); element-wise add/sub/mul and pooling are free."""
     import warnings
 
@@ -29,7 +29,7 @@ def count_flops(model: torch.nn.Module, frames: int, input_size: int = 224) -> i
     was_training = model.training
     model.eval()
     try:
-        fa = FlopCountAnalysis(model, torch.zeros(1, frames, 3, input_size, input_size))
+        fa = FlopCountAnalysis(model, torch.zeros(1, frames, getattr(model, "in_channels", 3), input_size, input_size))
         fa.unsupported_ops_warnings(False)
         fa.uncalled_modules_warnings(False)
         with torch.no_grad(), warnings.catch_warnings():
@@ -60,7 +60,7 @@ def measure_throughput(model: torch.nn.Module, frames: int, input_size: int = 22
     `repeats` timed batches after `warmup` untimed ones."""
     dev = resolve_device(device)
     model = model.eval().to(dev)
-    x = torch.randn(batch_size, frames, 3, input_size, input_size, device=dev)
+    x = torch.randn(batch_size, frames, getattr(model, "in_channels", 3), input_size, input_size, device=dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]

@@ -140,7 +140,7 @@ def test_stsm_spatial_shift():
 @pytest.mark.parametrize("name", list_models())
 def test_every_variant_forward_backward(name):
     model = build_model(name=name, frames=4, num_classes=7, width_mult=0.25)
-    x = torch.randn(2, 4, 3, 64, 64)
+    x = torch.randn(2, 4, model.in_channels, 64, 64)          # 3, or 3 + 20 flow channels
     out = model(x)
     assert out.shape == (2, 7)
     out.sum().backward()
@@ -174,6 +174,10 @@ def test_imagenet_loads_into_every_variant(name, tv_resnet):
     model = build_model(name=name, frames=8, num_classes=174)
     rep = load_imagenet(model, tv_resnet.state_dict())
     resnet_keys = [k for k in tv_resnet.state_dict() if not k.startswith("fc.")]
+    if name == "st-resnet":   # both streams get every tensor; checked in detail below
+        assert not rep.unexpected and len(rep.loaded) == 2 * len(resnet_keys)
+        assert len(rep.skipped) == 4
+        return
     if name == "sth":
         # STH replaces every 3x3 conv by a hybrid conv: those 16 ImageNet tensors have no home.
         assert sorted(rep.unexpected) == sorted(k for k in resnet_keys if k.endswith(".conv2.weight"))
@@ -181,3 +185,82 @@ def test_imagenet_loads_into_every_variant(name, tv_resnet):
     else:
         assert not rep.unexpected and len(rep.loaded) == len(resnet_keys)
     assert rep.skipped == ["fc.bias", "fc.weight"]
+
+
+# ---- Spatiotemporal ResNet (seed 003) -----------------------------------------------------------
+
+def test_temporal_conv_is_temporal_average_of_1x1():
+    """ST-ResNet's 1x1x3 conv inflated from W: out[t] = W (x[t-1] + x[t] + x[t+1]) / 3, zeros
+    beyond the clip (hand-computed with a plain 1x1 conv)."""
+    from stm_lib.models.relatives import TemporalConv
+
+    torch.manual_seed(0)
+    w = torch.randn(5, 4, 1, 1)
+    tc = TemporalConv(4, 5, frames=3)
+    tc.inflate_(w)
+    x = torch.randn(2 * 3, 4, 6, 6)
+    x5 = x.view(2, 3, 4, 6, 6)
+    pad = torch.cat([torch.zeros_like(x5[:, :1]), x5, torch.zeros_like(x5[:, :1])], dim=1)
+    avg = (pad[:, :-2] + pad[:, 1:-1] + pad[:, 2:]) / 3
+    expected = F.conv2d(avg.flatten(0, 1), w)
+    torch.testing.assert_close(tc(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_st_resnet_cost_is_hand_computed():
+    """Against hand counts: the four res{2..5}b 1x1 convs (in -> in/4) triple their weights;
+    at 224 px those convs cost in*in/4 * HW = 102.76M multiply-adds per frame in every stage.
+    The two-stream model is two such networks plus 17 more stem input channels (20 flow vs 3
+    RGB), with its fc run once per clip instead of once per frame."""
+    from stm_lib.profile import count_flops, count_params
+
+    tsn, rgb, two = (build_model(name=n, frames=8, num_classes=101) for n in ("tsn", "st-resnet-rgb", "st-resnet"))
+    extra = [(256, 56), (512, 28), (1024, 14), (2048, 7)]               # (block input channels, side)
+    assert count_params(rgb) - count_params(tsn) == sum(2 * c * c // 4 for c, _ in extra)
+    assert count_params(two) == 2 * count_params(rgb) + 17 * 64 * 7 * 7
+    f_tsn, f_rgb, f_two = (count_flops(m, 8) for m in (tsn, rgb, two))
+    assert f_rgb - f_tsn == 8 * sum(2 * c * c // 4 * s * s for c, s in extra) == 8 * 4 * 102_760_448
+    fc_per_frame = 8 * 2048 * 101
+    assert f_two == 2 * (f_rgb - fc_per_frame + 2048 * 101) + 8 * 17 * 64 * 49 * 112 * 112
+
+
+def test_st_resnet_imagenet_inflation(tv_resnet):
+    """res{2..5}b conv1 get [W/3, W/3, W/3]; the flow stem gets the RGB mean repeated 20 times."""
+    sd = tv_resnet.state_dict()
+    model = build_model(name="st-resnet", frames=4, num_classes=10)
+    rep = load_imagenet(model, sd)
+    convs = [f"layer{i}.1.conv1.weight" for i in range(1, 5)]
+    assert rep.inflated == sorted([f"appearance.{k}" for k in convs] + [f"motion.{k}" for k in convs]
+                                  + ["motion.conv1.weight"])
+    for k in convs:
+        w = model.appearance.state_dict()[k]
+        assert w.shape[2] == 3
+        for t in range(3):
+            torch.testing.assert_close(w[:, :, t], sd[k] / 3)
+    stem = model.motion.conv1.weight
+    assert stem.shape[1] == 20
+    torch.testing.assert_close(stem, sd["conv1.weight"].mean(1, keepdim=True).expand_as(stem))
+    torch.testing.assert_close(model.appearance.conv1.weight, sd["conv1.weight"])
+
+
+def test_motion_is_added_to_the_appearance_residual_branch_only():
+    """ST-ResNet's connection: x_a' = x_a + F(x_a + x_m); checked block-wise against the formula,
+    and end to end: with the connections the appearance stream's output depends on the flow."""
+    from stm_lib.models.resnet import Bottleneck
+
+    torch.manual_seed(0)
+    blk = Bottleneck(16, 4, 1, frames=2).eval()
+    x, z = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
+    branch = blk.bn3(blk.conv3(blk.relu(blk.bn2(blk.conv2(blk.relu(blk.bn1(blk.conv1(x + z))))))))
+    torch.testing.assert_close(blk(x, inject=z), torch.relu(branch + x))
+
+    model = build_model(name="st-resnet", frames=4, num_classes=3, width_mult=0.25).eval()
+    rgb = torch.randn(1, 4, 3, 32, 32)
+    flows = torch.randn(2, 1, 4, 20, 32, 32)
+    outs = [model.streams(torch.cat([rgb, f], dim=2))[0] for f in flows]
+    assert not torch.allclose(outs[0], outs[1])          # appearance half changes with the flow
+    model.connect = ()                                   # two independent streams
+    outs = [model.streams(torch.cat([rgb, f], dim=2))[0] for f in flows]
+    torch.testing.assert_close(outs[0], outs[1])
+    assert model.appearance.conv1.weight.shape[1] == 3
+    with pytest.raises(ValueError, match="23, H, W"):
+        model(rgb)

@@ -101,16 +101,12 @@ def display_frames(clip: torch.Tensor) -> np.ndarray:
 
 def tvl1_flows(frames: np.ndarray, max_side: int = 160) -> tuple[list[np.ndarray], float]:
     """TV-L1 flow (OpenCV contrib) between consecutive sampled frames: T-1 fields (h, w, 2), computed
-    at most `max_side` px wide (flow vectors in those pixels)."""
-    import cv2
+    at most `max_side` px wide (flow vectors in those pixels; TV-L1 costs ~1-10 s per 224 px pair
+    on a CPU, so keep it small), and the seconds per pair."""
+    from stm_lib.data.flow import tvl1
 
-    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
-    h, w = frames.shape[1:3]
-    scale = min(1.0, max_side / max(h, w))   # TV-L1 costs ~1-10 s per 224 px pair on a CPU: keep it small
-    size = (round(w * scale), round(h * scale))
-    grey = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA) for f in frames]
     t0 = time.time()
-    flows = [tvl1.calc(grey[t], grey[t + 1], None) for t in range(len(grey) - 1)]
+    flows = list(tvl1(frames, max_side))
     return flows, (time.time() - t0) / max(1, len(flows))
 
 

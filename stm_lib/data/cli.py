@@ -35,6 +35,20 @@ def register(subparsers) -> None:
     b.add_argument("--out", help="write results with provenance to this JSON file")
     b.set_defaults(func=_bench)
 
+    f = sub.add_parser("flow", help="TV-L1 optical flow of every clip, for the two-stream ST-ResNet",
+                       description="Writes <out>/<clip id>/flow_x_00001.jpg, flow_y_00001.jpg, ... (the "
+                                   "TSN/mmaction layout; +-20 px in 8 bits). Clips already done are kept, so "
+                                   "an interrupted run resumes. Then: stm train --model st-resnet --flow-root OUT")
+    f.add_argument("--dataset", required=True, help="ssv1 ssv2 jester kinetics400 ucf101 hmdb51 list proxy-temporal proxy-scene")
+    f.add_argument("--data-root", help="the dataset's folder (proxies: the cached default proxy)")
+    f.add_argument("--out", required=True, help="flow root to write")
+    f.add_argument("--splits", nargs="+", default=["train", "val"], choices=("train", "val"))
+    f.add_argument("--list-file", help="`list` dataset: train list")
+    f.add_argument("--val-list-file", help="`list` dataset: validation list")
+    f.add_argument("--max-side", type=int, default=0, help="compute flow at most this many px wide (0: full size)")
+    f.add_argument("--limit", type=int, default=0, help="only the first N clips of each split (0: all)")
+    f.set_defaults(func=_flow)
+
     m = sub.add_parser("make-proxy", help="generate a proxy dataset in the Something-Something v1 layout")
     m.add_argument("--kind", required=True, choices=("temporal", "scene"))
     m.add_argument("--out", required=True, help="output folder (written atomically)")
@@ -46,22 +60,53 @@ def register(subparsers) -> None:
     m.set_defaults(func=_make_proxy)
 
 
-def _check(args) -> int:
-    from stm_lib.data.check import check_dataset, format_report, report_json
+def _root(dataset: str, data_root, progress: bool):
+    """--data-root, or for a proxy name without it the cached default proxy (what training uses)."""
     from stm_lib.data.datasets import PROXIES
 
-    root = args.data_root
-    if root is None and args.dataset in PROXIES:  # the proxy training would use: the cached default
+    if data_root is None and dataset in PROXIES:
         from stm_lib.config import DataConfig
         from stm_lib.data import proxy
 
-        root = proxy.ensure_proxy(args.dataset.split("-", 1)[1], DataConfig(dataset=args.dataset),
-                                  progress=not args.json)
+        return proxy.ensure_proxy(dataset.split("-", 1)[1], DataConfig(dataset=dataset), progress=progress)
+    return data_root
+
+
+def _check(args) -> int:
+    from stm_lib.data.check import check_dataset, format_report, report_json
+
+    root = _root(args.dataset, args.data_root, not args.json)
     rep = check_dataset(args.dataset, root, workers=args.workers, min_frames=args.min_frames,
                         list_file=args.list_file, val_list_file=args.val_list_file, backend=args.decoder,
                         full=args.full, progress=not args.json and sys.stderr.isatty())
     print(report_json(rep) if args.json else format_report(rep))
     return 0 if rep.hard_errors == 0 else 1
+
+
+def _flow(args) -> int:
+    import numpy as np
+
+    from stm_lib.data import decode, flow
+    from stm_lib.data.datasets import PROXIES, read_annotations
+
+    root = _root(args.dataset, args.data_root, True)
+    reader = "ssv1" if args.dataset in PROXIES else args.dataset
+    samples = {}
+    for split in args.splits:
+        if reader == "list" and split == "val" and not args.val_list_file:
+            continue
+        _, ss = read_annotations(reader, root, split, 1, args.list_file, args.val_list_file)
+        for s in ss[:args.limit] if args.limit else ss:
+            samples.setdefault(s.id, s)
+    t0 = time.perf_counter()
+    res = flow.extract_dataset(list(samples.values()), args.out,
+                               lambda s: decode.read_clip(s.path, lambda n: np.arange(n))[0],
+                               max_side=args.max_side, progress=sys.stderr.isatty())
+    print(f"optical flow into {args.out}: {res['extracted']} clips extracted, {res['already_there']} already there, "
+          f"{len(res['failed'])} failed ({time.perf_counter() - t0:.1f} s)")
+    for vid, why in res["failed"]:
+        print(f"  failed {vid}: {why}")
+    return 0 if not res["failed"] else 1
 
 
 def _bench(args) -> int:

@@ -311,17 +311,26 @@ def read_annotations(name: str, root, split: str, fold: int = 1, list_file=None,
 class VideoDataset(torch.utils.data.Dataset):
     """Samples -> `(clip, label)`; clip `(T, 3, S, S)` (train) or `(V, T, 3, S, S)` (test, V =
     clips x crops, clip-major). A clip that fails to decode gives `None` and a warning naming it
-    (the loader's collate drops and counts it), unless `strict`."""
+    (the loader's collate drops and counts it), unless `strict`.
+
+    With `flow_root` (two-stream ST-ResNet) each frame also carries the `flow_stack` optical-flow
+    fields that start at it, read from `<flow_root>/<clip id>/` and cropped with the same box:
+    `(T, 3 + 2L, S, S)`."""
 
     def __init__(self, samples: list[Sample], classes: list[str], frames: int, train: bool,
                  input_size: int = 224, scale_size: int = 0, flip: bool = True, test_clips: int = 1,
-                 test_crops: int = 1, backend: str = "auto", name: str = "", strict: bool = False):
+                 test_crops: int = 1, backend: str = "auto", name: str = "", strict: bool = False,
+                 flow_root=None, flow_stack: int = 10):
         if test_crops not in (1, 3):
             raise ValueError(f"test_crops must be 1 or 3, got {test_crops}")
         self.samples, self.classes, self.frames, self.train = samples, list(classes), frames, train
         self.input_size, self.scale_size = input_size, transforms.default_scale_size(input_size, scale_size)
         self.flip, self.test_clips, self.test_crops = flip, test_clips, test_crops
         self.backend, self.name, self.strict = backend, name, strict
+        self.flow_root = Path(flow_root).expanduser() if flow_root else None
+        if self.flow_root is not None and not self.flow_root.is_dir():
+            raise FileNotFoundError(f"optical flow root not found: {self.flow_root} (make it with `stm data flow`)")
+        self.flow_stack = flow_stack
         self.rng = np.random.default_rng()  # reseeded per worker by stm_lib.data.loader
 
     @property
@@ -330,8 +339,12 @@ class VideoDataset(torch.utils.data.Dataset):
 
     @property
     def item_shape(self) -> tuple[int, ...]:
-        one = (self.frames, 3, self.input_size, self.input_size)
+        one = (self.frames, self.channels, self.input_size, self.input_size)
         return one if self.train else (self.test_clips * self.test_crops, *one)
+
+    @property
+    def channels(self) -> int:
+        return 3 + (2 * self.flow_stack if self.flow_root is not None else 0)
 
     def reseed(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
@@ -366,13 +379,24 @@ class VideoDataset(torch.utils.data.Dataset):
         frames, uniq = decode.read_clip(s.path, choose, self.backend, min_side=self.scale_size)
         pos = np.searchsorted(uniq, picked["idx"])  # map wanted indices to decoded rows
         h, w = frames.shape[1:3]
+        fl = None
+        if self.flow_root is not None:  # the L fields starting at every decoded frame
+            from stm_lib.data.flow import read_stacks
+
+            fl = read_stacks(self.flow_root / s.id, uniq, self.flow_stack)
+
+        def view(rows, box, flip=False):
+            x = transforms.crop_resize(frames[rows], box, self.input_size, flip)
+            if fl is None:
+                return x
+            fbox = transforms.scale_box(box, (h, w), fl.shape[1:3])
+            return torch.cat([x, transforms.flow_crop_resize(fl[rows], fbox, self.input_size, flip)], dim=1)
+
         if self.train:
             box = transforms.train_box(h, w, self.input_size, self.scale_size, self.rng)
-            flip = bool(self.flip and self.rng.random() < 0.5)
-            return transforms.crop_resize(frames[pos], box, self.input_size, flip)
+            return view(pos, box, bool(self.flip and self.rng.random() < 0.5))
         boxes = transforms.test_boxes(h, w, self.input_size, self.scale_size, self.test_crops)
-        views = [transforms.crop_resize(frames[p], b, self.input_size) for p in pos for b in boxes]
-        return torch.stack(views)
+        return torch.stack([view(p, b) for p in pos for b in boxes])
 
 
 def build_dataset(cfg, split: str, frames: int, train: bool) -> VideoDataset:
@@ -396,7 +420,8 @@ def build_dataset(cfg, split: str, frames: int, train: bool) -> VideoDataset:
     flip = cfg.flip if cfg.flip is not None else name not in NO_FLIP
     return VideoDataset(samples, classes, frames, train, input_size=cfg.input_size,
                         scale_size=cfg.scale_size, flip=flip, test_clips=cfg.test_clips,
-                        test_crops=cfg.test_crops, backend=getattr(cfg, "decoder", "auto"), name=name)
+                        test_crops=cfg.test_crops, backend=getattr(cfg, "decoder", "auto"), name=name,
+                        flow_root=getattr(cfg, "flow_root", None), flow_stack=getattr(cfg, "flow_stack", 10))
 
 
 def load_clip(path, frames: int, input_size: int, scale_size: int = 0, clips: int = 1, crops: int = 1,

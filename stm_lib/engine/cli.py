@@ -35,7 +35,7 @@ run.json (provenance), metrics.csv / metrics.jsonl, checkpoint_last.pt and check
 _MAP = {
     "model": ("model", "name"), "frames": ("model", "frames"), "num_classes": ("model", "num_classes"),
     "width_mult": ("model", "width_mult"), "dropout": ("model", "dropout"), "pretrained": ("model", "pretrained"),
-    "dataset": ("data", "dataset"), "data_root": ("data", "data_root"), "split": ("data", "split"),
+    "dataset": ("data", "dataset"), "data_root": ("data", "data_root"), "flow_root": ("data", "flow_root"), "split": ("data", "split"),
     "list_file": ("data", "list_file"), "input_size": ("data", "input_size"), "scale_size": ("data", "scale_size"),
     "flip": ("data", "flip"), "test_clips": ("data", "test_clips"), "test_crops": ("data", "test_crops"),
     "num_workers": ("data", "num_workers"), "proxy_videos": ("data", "proxy_videos"),
@@ -83,6 +83,7 @@ def _add_train(sub) -> None:
     g.add_argument("--list-file", help="TSM list file for --dataset list")
     g.add_argument("--val-list-file", help="validation list for --dataset list")
     g.add_argument("--decoder", choices=["auto", "decord", "pyav"], help="video decoder (default auto)")
+    g.add_argument("--flow-root", help="optical flow fields for --model st-resnet (from `stm data flow`)")
     g.add_argument("--input-size", type=int, help="network input side (default 224)")
     g.add_argument("--scale-size", type=int, help="shorter side before cropping (0 = input*256/224)")
     g.add_argument("--flip", action=B, default=None, help="horizontal flip (default per dataset)")

@@ -105,6 +105,11 @@ def train(cfg: Config, command: str | None = None) -> Path:
         out_features = getattr(unwrap(model), "num_classes", None) or unwrap(model).fc.out_features
         if out_features != num_classes:
             raise ValueError(f"model '{cfg.model.name}' outputs {out_features} classes, dataset has {num_classes}")
+        want, have = getattr(unwrap(model), "in_channels", 3), train_set.item_shape[-3]
+        if want != have:
+            raise ValueError(f"model '{cfg.model.name}' takes {want} channels per frame, the data gives {have}"
+                             + (": it needs optical flow (stm data flow ..., then --flow-root)" if want > have else
+                                ": --flow-root is only for the two-stream st-resnet"))
         model.to(dev)
         if tc.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -351,7 +356,7 @@ def _check_same_run(cfg: Config, state: dict, log) -> None:
     saved = Config.from_dict(state["config"])
     now = cfg.to_dict()
     diffs = []
-    for section, ignore in (("model", {"num_classes", "pretrained"}), ("data", {"num_workers", "data_root", "proxy_cache", "decoder"})):
+    for section, ignore in (("model", {"num_classes", "pretrained"}), ("data", {"num_workers", "data_root", "proxy_cache", "decoder", "flow_root"})):
         for k, v in getattr(saved, section).__dict__.items():
             if k in ignore:
                 continue

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from stm_lib.config import ModelConfig
 from stm_lib.models.registry import VARIANTS, Variant, get_variant, list_models
-from stm_lib.models.resnet import BlockSpec, LoadReport, VideoResNet, load_imagenet
+from stm_lib.models.resnet import BlockSpec, LoadReport, SpatiotemporalResNet, VideoResNet, load_imagenet
 
 __all__ = ["build_model", "list_models", "get_variant", "VARIANTS", "Variant", "BlockSpec",
-           "VideoResNet", "load_imagenet", "LoadReport"]
+           "VideoResNet", "SpatiotemporalResNet", "load_imagenet", "LoadReport"]
 
 
-def build_model(cfg: ModelConfig | None = None, verbose: bool = False, **overrides) -> VideoResNet:
+def build_model(cfg: ModelConfig | None = None, verbose: bool = False,
+                **overrides) -> VideoResNet | SpatiotemporalResNet:
     """Build a registry variant. `overrides` are ModelConfig fields (e.g. `name="tsn"`).
     If `cfg.pretrained` is set, ResNet-50 ImageNet weights are loaded and the report is kept on
     the model as `model.load_report`."""
@@ -19,7 +20,11 @@ def build_model(cfg: ModelConfig | None = None, verbose: bool = False, **overrid
     variant = get_variant(cfg.name)
     if cfg.num_classes < 1:
         raise ValueError("num_classes must be set (>= 1) before building the model")
-    model = VideoResNet(variant.block_specs(), cfg.frames, cfg.num_classes, cfg.width_mult, cfg.dropout)
+    if variant.flow_stack:
+        model = SpatiotemporalResNet(variant.block_specs(), cfg.frames, cfg.num_classes, cfg.width_mult,
+                                     cfg.dropout, flow_stack=variant.flow_stack)
+    else:
+        model = VideoResNet(variant.block_specs(), cfg.frames, cfg.num_classes, cfg.width_mult, cfg.dropout)
     model.variant_name = cfg.name
     model.load_report = None
     if cfg.pretrained:

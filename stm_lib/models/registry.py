@@ -1,7 +1,9 @@
 """Named variants. A variant is data: which block spec, in which blocks. Ablations are entries.
 
 `where`: "all" = every bottleneck of the listed stages; "first" = only the first bottleneck of
-each listed stage (Table 7). Stages are numbered as in the paper: conv2_x .. conv5_x = 2 .. 5.
+each listed stage (Table 7); "second" = only the second (ST-ResNet's res2b..res5b). Stages are
+numbered as in the paper: conv2_x .. conv5_x = 2 .. 5. `flow_stack` > 0 makes a two-stream
+Spatiotemporal ResNet whose input carries that many stacked flow fields after the RGB channels.
 """
 from __future__ import annotations
 
@@ -10,19 +12,21 @@ from dataclasses import dataclass
 from stm_lib.models.resnet import PLAIN, STAGES, BlockSpec
 
 STM = BlockSpec(cstm="channelwise", cmm=True)
+ONLY = {"first": 0, "second": 1}   # `where` -> the one block of each stage that carries the spec
 
 
 @dataclass(frozen=True)
 class Variant:
     spec: BlockSpec
-    where: str = "all"                      # "all" | "first"
+    where: str = "all"                      # "all" | "first" | "second"
     stages: tuple[int, ...] = (2, 3, 4, 5)
     about: str = ""
+    flow_stack: int = 0                     # > 0: two-stream ST-ResNet, L flow fields per frame
 
     def block_specs(self) -> list[list[BlockSpec]]:
-        if self.where not in ("all", "first"):
-            raise ValueError(f"where must be 'all' or 'first', got {self.where!r}")
-        return [[self.spec if s in self.stages and (self.where == "all" or b == 0) else PLAIN
+        if self.where != "all" and self.where not in ONLY:
+            raise ValueError(f"where must be 'all', 'first' or 'second', got {self.where!r}")
+        return [[self.spec if s in self.stages and (self.where == "all" or b == ONLY[self.where]) else PLAIN
                  for b in range(n)] for s, (n, _, _) in zip((2, 3, 4, 5), STAGES)]
 
 
@@ -41,6 +45,10 @@ VARIANTS: dict[str, Variant] = {
        for s in (2, 3, 4, 5)},
     "stsm": Variant(BlockSpec(shift="stsm"), about="STSM spatio-temporal shift (open reading, see book)"),
     "sth": Variant(BlockSpec(conv2="sth"), about="STH hybrid conv, temporal share 1/4 (open reading, see book)"),
+    "st-resnet-rgb": Variant(BlockSpec(conv1="temporal"), where="second",
+                             about="ST-ResNet's 1x1x3 temporal conv (average init) in res2b..res5b, RGB only"),
+    "st-resnet": Variant(BlockSpec(conv1="temporal"), where="second", flow_stack=10,
+                         about="two-stream ST-ResNet: RGB + 10 stacked flows, motion->appearance at res2b..res5b"),
 }
 
 

@@ -2,6 +2,9 @@
 
 - STSM (spatio-temporal shift): `temporal.TemporalShift(spatial_fold_div=...)`, no code here.
 - STH (spatio-temporal hybrid convolution): `STHConv`, replacing the block's 3x3 conv.
+- Spatiotemporal ResNets (Feichtenhofer et al., NIPS 2016): `TemporalConv`, a block's 1x1 conv1
+  turned into a 1x1x3 temporal conv initialised as a temporal average; the two-stream network
+  with motion -> appearance residual connections is `resnet.SpatiotemporalResNet`.
 The fractions are *open* in the seeds (abstracts only); they are constructor parameters and the
 book documents the choices.
 """
@@ -40,3 +43,26 @@ class STHConv(nn.Module):
         xt = _split_time(x.index_select(1, self.t_idx), self.frames).transpose(1, 2)   # N,C,T,H,W
         yt = self.temporal(xt).transpose(1, 2)
         return out + yt.reshape(out.shape)
+
+
+class TemporalConv(nn.Conv3d):
+    """ST-ResNet's temporal filter: the residual unit's 1x1 "dimensionality mapping" conv becomes
+    a 1x1x3 conv over time (zero padded), on the backbone's `(N*T, C, H, W)` layout. The weight
+    keeps the 1x1 conv's name with shape (out, in, 3, 1, 1), so ImageNet's 1x1 weight W is
+    inflated to [W/3, W/3, W/3] (`inflate_`): at init the unit sees the temporal average of its
+    three neighbouring frames (the seed's init; [0, W, 0], the identity, is a later variant).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, frames: int):
+        super().__init__(in_ch, out_ch, (3, 1, 1), padding=(1, 0, 0), bias=False)
+        self.frames = frames
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(_split_time(x, self.frames).transpose(1, 2))   # N,C,T,H,W
+        return y.transpose(1, 2).reshape(x.shape[0], -1, *y.shape[3:])
+
+    @torch.no_grad()
+    def inflate_(self, w2d: torch.Tensor) -> None:
+        """Set the kernel to the temporal average of a 1x1 weight `w2d` (out, in, 1, 1)."""
+        k = self.weight.shape[2]
+        self.weight.copy_(w2d.unsqueeze(2).expand_as(self.weight) / k)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from stm_lib.models.relatives import STHConv
+from stm_lib.models.relatives import STHConv, TemporalConv
 from stm_lib.models.temporal import CMM, CSTM, TemporalShift
 
 
@@ -24,6 +24,7 @@ class BlockSpec:
     cmm: bool = False                 # Eq. (2) beside the 3x3 path
     fusion: str = "sum"               # "sum" | "concat" (Table 6) when both paths exist
     conv2: str = "plain"              # "plain" | "sth" (hybrid conv replaces the 3x3)
+    conv1: str = "plain"              # "plain" | "temporal" (ST-ResNet 1x1x3 conv, average init)
     cmm_reduction: int = 16           # r of section 3.2
     stsm_spatial_fold_div: int = 32   # STSM: C/32 channels for each of 4 pixel directions (open)
     sth_temporal_share: float = 0.25  # STH: share of input channels with temporal kernels (open)
@@ -46,7 +47,10 @@ class Bottleneck(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int, frames: int, spec: BlockSpec = PLAIN):
         super().__init__()
         out = planes * self.expansion
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        if spec.conv1 == "temporal":
+            self.conv1 = TemporalConv(inplanes, planes, frames)
+        else:
+            self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         if spec.conv2 == "sth":
             self.conv2 = STHConv(planes, planes, stride, frames, spec.sth_temporal_share)
@@ -69,9 +73,12 @@ class Bottleneck(nn.Module):
         if spec.cmm and spec.fusion == "concat":   # Table 6: concat to 2C, then 1x1 back to C
             self.fuse = nn.Conv2d(2 * planes, planes, 1, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inject: torch.Tensor | None = None) -> torch.Tensor:
+        """`inject`: another stream's features added to the residual branch's input only
+        (ST-ResNet's motion -> appearance connection); the shortcut keeps `x`."""
         identity = x if self.downsample is None else self.downsample(x)
-        out = x if self.shift is None else self.shift(x)
+        out = x if inject is None else x + inject
+        out = out if self.shift is None else self.shift(out)
         out = self.relu(self.bn1(self.conv1(out)))
         st = out if self.cstm is None else self.cstm(out)
         st = self.relu(self.bn2(self.conv2(st)))
@@ -93,7 +100,7 @@ class VideoResNet(nn.Module):
     """ResNet-50 applied per frame, with `specs[stage][block]` choosing each block's module."""
 
     def __init__(self, specs: list[list[BlockSpec]], frames: int, num_classes: int,
-                 width_mult: float = 1.0, dropout: float = 0.5):
+                 width_mult: float = 1.0, dropout: float = 0.5, in_channels: int = 3):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -101,10 +108,10 @@ class VideoResNet(nn.Module):
             raise ValueError(f"frames must be >= 1, got {frames}")
         if not 0 < width_mult <= 4:
             raise ValueError(f"width_mult must be in (0, 4], got {width_mult}")
-        self.frames, self.num_classes = frames, num_classes
+        self.frames, self.num_classes, self.in_channels = frames, num_classes, in_channels
         self.temporal = any(not s.is_plain for stage in specs for s in stage)
         stem = _width(64, width_mult)
-        self.conv1 = nn.Conv2d(3, stem, 7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, stem, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
@@ -128,7 +135,10 @@ class VideoResNet(nn.Module):
         for name, m in self.named_modules():
             if ".cmm" in name or ".fuse" in name or ".cstm" in name:
                 continue
-            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            if isinstance(m, TemporalConv):   # a kaiming 1x1 kernel, averaged over time
+                w = torch.empty(m.weight.shape[:2] + (1, 1))
+                m.inflate_(nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"))
+            elif isinstance(m, (nn.Conv2d, nn.Conv3d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
@@ -136,20 +146,80 @@ class VideoResNet(nn.Module):
         nn.init.normal_(self.fc.weight, 0, 0.001)
         nn.init.zeros_(self.fc.bias)
 
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """`(N*T, 3, H, W)` -> `(N*T, C)` pooled per-frame features."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        """`(N*T, C_in, H, W)` -> `(N*T, C)` pooled per-frame features."""
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
         return torch.flatten(self.avgpool(x), 1)
 
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 5 or x.shape[2] != self.in_channels:
+            raise ValueError(f"expected input (N, T, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
+        if self.temporal and x.shape[1] != self.frames:
+            raise ValueError(f"this model was built for frames={self.frames}, got T={x.shape[1]}")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 5:
-            raise ValueError(f"expected input (N, T, 3, H, W), got shape {tuple(x.shape)}")
+        self.check_input(x)
         n, t = x.shape[:2]
-        if self.temporal and t != self.frames:
-            raise ValueError(f"this model was built for frames={self.frames}, got T={t}")
         logits = self.fc(self.dropout(self.features(x.flatten(0, 1))))
         return logits.view(n, t, -1).mean(dim=1)        # TSN consensus: average over T
+
+
+class SpatiotemporalResNet(nn.Module):
+    """Spatiotemporal ResNet (Feichtenhofer et al., NIPS 2016; seed 003): an appearance stream on
+    RGB and a motion stream on `flow_stack` stacked optical-flow fields (u, v interleaved: 2L
+    channels), both ResNet-50 with the same block specs. Additive connections carry the motion
+    stream's input of the blocks in `connect` (res2b..res5b: block 1 of every stage) into the
+    appearance stream's residual branch. After the last stage each stream max-pools its per-frame
+    features over time (kernel 5, stride 2, as in the seed) and averages the rest; the two
+    streams' logits are averaged (late fusion).
+
+    Input `(N, T, 3 + 2L, H, W)`: RGB channels first, then the flow stack of each frame, so the
+    engine, profiler and loaders see one tensor like every other model's.
+    """
+
+    def __init__(self, specs: list[list[BlockSpec]], frames: int, num_classes: int, width_mult: float = 1.0,
+                 dropout: float = 0.5, flow_stack: int = 10, connect: tuple[int, ...] = (1,), time_pool: int = 5):
+        super().__init__()
+        if flow_stack < 1:
+            raise ValueError(f"flow_stack must be >= 1, got {flow_stack}")
+        self.appearance = VideoResNet(specs, frames, num_classes, width_mult, dropout, in_channels=3)
+        self.motion = VideoResNet(specs, frames, num_classes, width_mult, dropout, in_channels=2 * flow_stack)
+        self.frames, self.num_classes, self.flow_stack = frames, num_classes, flow_stack
+        self.in_channels = 3 + 2 * flow_stack
+        self.connect, self.time_pool = tuple(connect), time_pool
+
+    def _head(self, stream: VideoResNet, x: torch.Tensor, n: int, t: int) -> torch.Tensor:
+        f = torch.flatten(stream.avgpool(x), 1).view(n, t, -1)
+        k = min(self.time_pool, t)
+        f = torch.nn.functional.max_pool1d(f.transpose(1, 2), k, stride=2).mean(dim=2)   # temporal max-pool
+        return stream.fc(stream.dropout(f))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        appearance, motion = self.streams(x)
+        return (appearance + motion) / 2
+
+    def streams(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The appearance and the motion stream's logits, before late fusion."""
+        if x.dim() != 5 or x.shape[2] != self.in_channels:
+            raise ValueError(f"expected input (N, T, {self.in_channels}, H, W): 3 RGB channels then "
+                             f"{2 * self.flow_stack} flow channels; got shape {tuple(x.shape)}")
+        n, t = x.shape[:2]
+        if t != self.frames:
+            raise ValueError(f"this model was built for frames={self.frames}, got T={t}")
+        a = self.appearance.stem(x[:, :, :3].flatten(0, 1))
+        m = self.motion.stem(x[:, :, 3:].flatten(0, 1))
+        for stage_a, stage_m in zip(self.appearance.stages, self.motion.stages):
+            for b, (block_a, block_m) in enumerate(zip(stage_a, stage_m)):
+                a = block_a(a, inject=m if b in self.connect else None)   # motion -> appearance
+                m = block_m(m)
+        return self._head(self.appearance, a, n, t), self._head(self.motion, m, n, t)
 
 
 @dataclass
@@ -158,11 +228,13 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     new: list[str] = field(default_factory=list)        # in the model, not in the file (temporal modules)
     skipped: list[str] = field(default_factory=list)    # in the file, not used (fc with another class count)
+    inflated: list[str] = field(default_factory=list)   # loaded after reshaping (1x1 -> 1x1x3; RGB -> flow stem)
     unexpected: list[str] = field(default_factory=list)  # in the file, unknown to the model
 
     def summary(self) -> str:
-        return (f"ImageNet init: {len(self.loaded)} tensors loaded, {len(self.new)} new "
-                f"(temporal modules / fc), {len(self.skipped)} skipped, {len(self.unexpected)} unexpected")
+        return (f"ImageNet init: {len(self.loaded)} tensors loaded ({len(self.inflated)} inflated), "
+                f"{len(self.new)} new (temporal modules / fc), {len(self.skipped)} skipped, "
+                f"{len(self.unexpected)} unexpected")
 
 
 def read_state_dict(source: str) -> dict[str, torch.Tensor]:
@@ -189,11 +261,31 @@ def read_state_dict(source: str) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_imagenet(model: VideoResNet, source: str | dict[str, torch.Tensor]) -> LoadReport:
+def _inflate(k: str, v: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+    """An ImageNet tensor reshaped for a model tensor of `shape`, or None if no rule applies:
+    a 1x1 conv -> ST-ResNet's 1x1x3 temporal conv, as the temporal average [W/3, W/3, W/3]; the
+    RGB stem -> a flow stem of 2L channels, as the mean over RGB repeated (TSN's cross-modality
+    init, the usual start of a flow stream)."""
+    if v.dim() == 4 and len(shape) == 5 and shape[:2] == v.shape[:2] and shape[3:] == v.shape[2:]:
+        return v.unsqueeze(2).expand(shape) / shape[2]
+    if k == "conv1.weight" and len(shape) == 4 and shape[0] == v.shape[0] and shape[2:] == v.shape[2:]:
+        return v.mean(dim=1, keepdim=True).expand(shape).clone()
+    return None
+
+
+def load_imagenet(model: nn.Module, source: str | dict[str, torch.Tensor]) -> LoadReport:
     """Copy matching ResNet-50 tensors into `model`; new modules keep their init. fc is loaded
-    only when the class count matches (1000); otherwise it is reported as skipped."""
+    only when the class count matches (1000); otherwise it is reported as skipped. A two-stream
+    `SpatiotemporalResNet` gets the weights in both streams (report keys are prefixed)."""
     sd = read_state_dict(source) if isinstance(source, str) else source
     sd = {k.removeprefix("module."): v for k, v in sd.items()}     # DataParallel / DDP checkpoints
+    if isinstance(model, SpatiotemporalResNet):
+        both = LoadReport()
+        for name in ("appearance", "motion"):
+            r = load_imagenet(getattr(model, name), sd)
+            for f in ("loaded", "new", "skipped", "unexpected", "inflated"):
+                getattr(both, f).extend(f"{name}.{k}" for k in getattr(r, f))
+        return both
     own = model.state_dict()
     rep = LoadReport()
     to_load = {}
@@ -202,6 +294,9 @@ def load_imagenet(model: VideoResNet, source: str | dict[str, torch.Tensor]) -> 
             rep.unexpected.append(k)
         elif own[k].shape == v.shape:
             to_load[k] = v
+        elif (w := _inflate(k, v, own[k].shape)) is not None:
+            to_load[k] = w
+            rep.inflated.append(k)
         elif k.startswith("fc."):
             rep.skipped.append(k)
         else:
@@ -210,5 +305,6 @@ def load_imagenet(model: VideoResNet, source: str | dict[str, torch.Tensor]) -> 
     model.load_state_dict(to_load, strict=False)
     rep.loaded = sorted(to_load)
     rep.skipped.sort()
+    rep.inflated.sort()
     rep.new = sorted(k for k in own if k not in to_load)
     return rep

@@ -1,0 +1,137 @@
+"""Optical flow for the two-stream Spatiotemporal ResNet: TV-L1 against a known displacement,
+8-bit coding, the TSN folder layout, stacking, the dataset's extra channels, `stm data flow`, and
+a tiny `stm train --model st-resnet` end to end."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stm_lib.cli import main
+from stm_lib.data import flow, transforms
+from stm_lib.data.datasets import Sample, VideoDataset
+from test_data import TRAIN, VAL, make_ssv1
+
+S = 32
+
+
+def texture(h: int, w: int, shift: int) -> np.ndarray:
+    """A smooth random texture moved `shift` px to the right (wrapping)."""
+    rng = np.random.default_rng(0)
+    base = rng.random((h // 4, w // 4))
+    img = np.array(Image.fromarray((base * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC))
+    return np.repeat(np.roll(img, shift, axis=1)[..., None], 3, axis=2)
+
+
+def test_tvl1_recovers_a_known_translation():
+    frames = np.stack([texture(48, 64, 0), texture(48, 64, 2), texture(48, 64, 4)])
+    f = flow.tvl1(frames)
+    assert f.shape == (2, 48, 64, 2)
+    inner = f[:, 8:-8, 8:-8]                        # away from the wrapped border
+    assert abs(float(np.median(inner[..., 0])) - 2.0) < 0.3
+    assert abs(float(np.median(inner[..., 1]))) < 0.3
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        flow.tvl1(frames[:1])
+
+
+def test_encode_decode_clip_and_quantise():
+    f = np.array([-30.0, -20.0, -1.0, 0.0, 3.3, 20.0, 25.0], np.float32)
+    u8 = flow.encode(f)
+    assert u8.dtype == np.uint8 and u8[0] == u8[1] == 0 and u8[-1] == u8[-2] == 255
+    assert u8[3] in (127, 128)                       # zero motion sits mid-range
+    back = flow.decode(u8)
+    assert np.all(np.abs(back[1:-1] - f[1:-1]) <= 20.0 / 255 + 1e-6)
+
+
+def write_fields(d, values):
+    """Field i gets constant images: u = values[i], v = values[i] + 1 (hand-made flow folder)."""
+    d.mkdir(parents=True, exist_ok=True)
+    for i, v in enumerate(values):
+        x, y = flow.field_names(i)
+        Image.fromarray(np.full((12, 16), v, np.uint8)).save(d / x, quality=100)
+        Image.fromarray(np.full((12, 16), v + 1, np.uint8)).save(d / y, quality=100)
+    return d
+
+
+def test_read_stacks_interleaves_and_clamps(tmp_path):
+    d = write_fields(tmp_path / "clip", [10, 50, 90, 130])
+    st = flow.read_stacks(d, [0, 2], 3)
+    assert st.shape == (2, 12, 16, 6)
+    means = st.reshape(2, -1, 6).mean(1).round()
+    assert means[0].tolist() == [10, 11, 50, 51, 90, 91]        # u0 v0 u1 v1 u2 v2
+    assert means[1].tolist() == [90, 91, 130, 131, 130, 131]    # past the last field: repeated
+    with pytest.raises(FileNotFoundError, match="stm data flow"):
+        flow.read_stacks(tmp_path / "nope", [0], 2)
+
+
+def test_extract_clip_is_atomic_and_readable(tmp_path):
+    frames = np.stack([texture(24, 32, s) for s in (0, 1, 2, 3)])
+    n = flow.extract_clip(frames, tmp_path / "a" / "clip")
+    assert n == 3 and flow.is_complete(tmp_path / "a" / "clip") and flow.count_fields(tmp_path / "a" / "clip") == 3
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["clip"]      # no temporary left behind
+    st = flow.read_stacks(tmp_path / "a" / "clip", [0], 3)
+    assert st.shape == (1, 24, 32, 6)
+    assert np.median(st[0, 4:-4, 4:-4, 0]) > 130                          # u > 0: moving right
+
+    class Boom(Exception):
+        pass
+
+    def bad(*a, **k):
+        raise Boom()
+    orig, flow.tvl1 = flow.tvl1, bad
+    try:
+        with pytest.raises(Boom):
+            flow.extract_clip(frames, tmp_path / "b" / "clip")
+    finally:
+        flow.tvl1 = orig
+    assert not (tmp_path / "b" / "clip").exists() and not list((tmp_path / "b").iterdir())
+
+
+def test_dataset_adds_flow_channels_with_the_same_crop_and_flip(tmp_path):
+    """Frames 64x48 with flow fields stored at 16x12: both cropped from the same region; a
+    mirrored clip gets u -> 255 - u; channels in [-1, 1] with 128 = no motion."""
+    root = make_ssv1(tmp_path / "ss")
+    flows = tmp_path / "flow"
+    n = TRAIN[0][1]
+    write_fields(flows / "1001", [160] * (n - 1))
+    s = Sample("1001", root / "20bn-something-something-v1" / "1001", 0)
+    ds = VideoDataset([s], ["a"], 4, train=True, input_size=S, flow_root=flows, flow_stack=2, flip=False)
+    x, _ = ds[0]
+    assert x.shape == (4, 3 + 4, S, S) and ds.item_shape == (4, 7, S, S)
+    torch.testing.assert_close(x[:, 3::2], torch.full((4, 2, S, S), 32 / 128), atol=0.02, rtol=0)   # u
+    torch.testing.assert_close(x[:, 4::2], torch.full((4, 2, S, S), 33 / 128), atol=0.02, rtol=0)   # v
+    ds.flip = True
+    ds.rng = np.random.default_rng(0)
+    flips = [ds[0][0][:, 3].mean().item() for _ in range(12)]
+    assert min(flips) == pytest.approx((95 - 128) / 128, abs=0.02) and max(flips) == pytest.approx(32 / 128, abs=0.02)
+    test = VideoDataset([s], ["a"], 4, train=False, input_size=S, flow_root=flows, flow_stack=2, test_crops=3)
+    assert test[0][0].shape == (3, 4, 7, S, S)
+    with pytest.raises(FileNotFoundError, match="optical flow root"):
+        VideoDataset([s], ["a"], 4, train=True, flow_root=tmp_path / "none")
+
+
+def test_scale_box_maps_regions():
+    assert transforms.scale_box((16, 8, 32, 32), (48, 64), (12, 16)) == (4, 2, 8, 8)
+    assert transforms.scale_box((0, 0, 64, 48), (48, 64), (48, 64)) == (0, 0, 64, 48)
+
+
+def test_flow_command_then_train_st_resnet(tmp_path, capsys):
+    root = make_ssv1(tmp_path / "ss")
+    out = tmp_path / "flow"
+    assert main(["data", "flow", "--dataset", "ssv1", "--data-root", str(root), "--out", str(out),
+                 "--max-side", "32"]) == 0
+    assert f"{len(TRAIN) + len(VAL)} clips extracted, 0 already there, 0 failed" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [str(1001 + i) for i in range(len(TRAIN) + len(VAL))]
+    assert flow.count_fields(out / "1001") == TRAIN[0][1] - 1
+    assert main(["data", "flow", "--dataset", "ssv1", "--data-root", str(root), "--out", str(out)]) == 0
+    assert f"0 clips extracted, {len(TRAIN) + len(VAL)} already there" in capsys.readouterr().out
+
+    common = ["train", "--model", "st-resnet", "--dataset", "ssv1", "--data-root", str(root), "--frames", "4",
+              "--width-mult", "0.25", "--input-size", "32", "--epochs", "1", "--batch-size", "2", "--lr", "0.01",
+              "--num-workers", "0", "--no-tensorboard"]
+    assert main(common + ["--out", str(tmp_path / "r0")]) == 2       # a user error, before any step
+    assert "takes 23 channels per frame, the data gives 3: it needs optical flow" in capsys.readouterr().err
+    assert main(common + ["--flow-root", str(out), "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "checkpoint_last.pt").is_file()
+    assert main(["evaluate", "--run", str(tmp_path / "run"), "--clips", "2", "--json"]) == 0
