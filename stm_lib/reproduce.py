@@ -57,7 +57,7 @@ def reproduce(table: str, profile: str = "proxy", data_root: str | None = None, 
     params = {"profile": profile, "data_root": data_root, "device": device, "seed": seed, "out_dir": str(tmp),
               **(extra_params or {})}
     executed = tmp / f"{name}.ipynb"
-    start, t0 = _now(), time.time()
+    start, t0, git = _now(), time.time(), git_state()   # the code as it was when the run began
     try:
         _execute(src, executed, params, progress)
         rows_file = tmp / "rows.json"
@@ -66,7 +66,7 @@ def reproduce(table: str, profile: str = "proxy", data_root: str | None = None, 
         _tag_parameters_cell(executed)
         doc = json.loads(rows_file.read_text())
         rows_file.unlink()
-        doc["provenance"] = provenance(params, seed, start, time.time() - t0, command, out_root)
+        doc["provenance"] = provenance(params, seed, start, time.time() - t0, command, out_root, git)
         _atomic_write(tmp / "results.json", json.dumps(doc, indent=1, default=str))
     except BaseException as e:
         failed = dest.parent / f".{profile}.failed"
@@ -137,11 +137,18 @@ def _swap_into_place(tmp: Path, dest: Path) -> None:
 
 # ---- provenance ----------------------------------------------------------------------------------
 
-def provenance(params: dict, seed: int, start: str, seconds: float, command: str | None, out_root: Path) -> dict:
+def provenance(params: dict, seed: int, start: str, seconds: float, command: str | None, out_root: Path,
+               git: dict | None = None) -> dict:
+    """`git`: the state at the start of the run; if the checkout moved or changed while it ran
+    (modules imported late may then come from other code), `git_changed_during_run` says so."""
     import torch
 
+    end_git = git_state()
+    git = git or end_git
+    changed = {"git_changed_during_run": end_git} if end_git != git else {}
     return {
-        "git": git_state(),
+        "git": git,
+        **changed,
         "command": command or shlex.join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "parameters": {k: v for k, v in params.items() if k != "out_dir"},
         "seed": seed,

@@ -71,6 +71,19 @@ def test_success_writes_results_with_provenance_and_replaces_old(fake_book, tmp_
     assert injected and "remove-cell" in injected[0]["metadata"]["tags"]
 
 
+def test_provenance_records_the_code_at_the_start(fake_book, tmp_path, monkeypatch):
+    """A commit made while a long run goes on must not be credited with its numbers."""
+    _notebook(fake_book / "table5.ipynb", WRITE_ROWS)
+    states = iter([{"commit": "a" * 40, "dirty": False, "branch": "main"},
+                   {"commit": "b" * 40, "dirty": False, "branch": "main"}])
+    monkeypatch.setattr(R, "git_state", lambda: next(states))
+    prov = json.loads((R.reproduce("5", "smoke", out_root=tmp_path, progress=False) / "results.json").read_text())["provenance"]
+    assert prov["git"]["commit"] == "a" * 40 and prov["git_changed_during_run"]["commit"] == "b" * 40
+    monkeypatch.setattr(R, "git_state", lambda: {"commit": "c" * 40, "dirty": False, "branch": "main"})
+    prov = json.loads((R.reproduce("5", "smoke", out_root=tmp_path, progress=False) / "results.json").read_text())["provenance"]
+    assert prov["git"]["commit"] == "c" * 40 and "git_changed_during_run" not in prov
+
+
 @pytest.mark.parametrize("body", ['raise RuntimeError("boom")', 'x = 1  # finishes without rows.json'])
 def test_failure_keeps_previous_result(fake_book, tmp_path, body):
     _notebook(fake_book / "table5.ipynb", body)

@@ -107,7 +107,8 @@ def status_markdown(results: dict[str, dict[str, dict]], chosen: dict[str, str],
         for p, d in sorted(profs.items()):
             pv = d.get("provenance", {})
             g = pv.get("git", {})
-            sec.append(f"- `{p}` run: commit `{(g.get('commit') or '?')[:10]}`{' (dirty tree)' if g.get('dirty') else ''}, "
+            sec.append(f"- `{p}` run: commit `{(g.get('commit') or '?')[:10]}`{' (dirty tree)' if g.get('dirty') else ''}"
+                       f"{' (the checkout changed during the run)' if pv.get('git_changed_during_run') else ''}, "
                        f"{pv.get('wall_time_s', '?')} s on {pv.get('hardware', {}).get('cpu', '?')}"
                        f"{' + ' + ', '.join(pv['hardware']['gpus']) if pv.get('hardware', {}).get('gpus') else ''}, "
                        f"finished {pv.get('end', '?')}.")
