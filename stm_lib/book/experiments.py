@@ -731,10 +731,10 @@ def speed_commentary(rows: list[dict]):
             continue
         paper = stm["paper_videos_per_s"] / tsm["paper_videos_per_s"]
         meas = stm["speed_ratio_vs_tsm"]
-        lines.append(f"- {t} frames: STM runs at {meas:.2f}x TSM's speed here ({stm['videos_per_s']:.1f} vs "
-                     f"{tsm['videos_per_s']:.1f} videos/s on {stm['speed_device']}); the paper: {paper:.2f}x "
+        lines.append(f"- {t} frames: STM runs at {meas:.2f}x TSM's speed here ({stm['videos_per_s']:.3g} vs "
+                     f"{tsm['videos_per_s']:.3g} videos/s on {stm['speed_device']}); the paper: {paper:.2f}x "
                      f"({stm['paper_videos_per_s']} vs {tsm['paper_videos_per_s']} V/s on a GTX 1080 Ti). "
-                     f"TSN here: {tsn['videos_per_s']:.1f} videos/s (STM = {stm['speed_ratio_vs_tsn']:.2f}x TSN)."
+                     f"TSN here: {tsn['videos_per_s']:.3g} videos/s (STM = {stm['speed_ratio_vs_tsn']:.2f}x TSN)."
                      if tsn else "")
     s8, t16 = by_id.get("stm-8"), by_id.get("tsm-16")
     if s8 and t16 and s8.get("videos_per_s") and t16.get("videos_per_s"):
