@@ -3,6 +3,8 @@
 a tiny `stm train --model st-resnet` end to end."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -135,3 +137,20 @@ def test_flow_command_then_train_st_resnet(tmp_path, capsys):
     assert main(common + ["--flow-root", str(out), "--out", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "checkpoint_last.pt").is_file()
     assert main(["evaluate", "--run", str(tmp_path / "run"), "--clips", "2", "--json"]) == 0
+
+
+def test_flow_command_covers_every_fold(tmp_path, capsys):
+    """HMDB-51 folds leave clips out (tag 0): a clip unused in fold 1 still gets its flow."""
+    from test_data import HMDB_CLASSES, make_hmdb51
+
+    root = make_hmdb51(tmp_path / "hmdb")
+    split1 = root / "testTrainMulti_7030_splits" / f"{HMDB_CLASSES[0]}_test_split1.txt"
+    lines = split1.read_text().splitlines()
+    left_out = lines[0].split()[0]
+    split1.write_text("\n".join([f"{left_out} 0 "] + lines[1:]) + "\n")
+    out = tmp_path / "flow"
+    assert main(["data", "flow", "--dataset", "hmdb51", "--data-root", str(root), "--out", str(out),
+                 "--max-side", "16"]) == 0
+    n = len(TRAIN) + len(VAL)
+    assert f"{n} clips extracted" in capsys.readouterr().out
+    assert Path(left_out).stem in {p.name for p in out.iterdir()}

@@ -141,14 +141,14 @@ def status_markdown(results: dict[str, dict[str, dict]], chosen: dict[str, str],
 
 def _at_chance(doc: dict) -> bool:
     """Every measured top-1 of a proxy run within two binomial standard errors of chance."""
-    from stm_lib.book.experiments import _se
+    from stm_lib.book.experiments import at_chance
 
     classes = ((doc.get("settings") or {}).get("proxy") or {}).get("proxy_classes")
     vals = [(r["top1"], r.get("n_val") or 0) for r in doc.get("rows", []) if r.get("top1") is not None]
     if not classes or not vals:
         return False
     chance = 100.0 / classes
-    return all(n and abs(v - chance) <= 2 * _se(chance, n) for v, n in vals)
+    return all(n and at_chance(v, n, chance) for v, n in vals)
 
 
 def _orderings(doc: dict) -> str:

@@ -466,15 +466,14 @@ class Experiment:
         vals = [r[key] for r in rows if r.get(key) is not None]
         classes = (self.dataset_for(None).get("proxy_classes") or 0) if self.profile != "full" else 0
         chance = 100.0 / classes if classes else None
+        n = max((r.get(_n_key(key)) or 0) for r in rows)
         reasons = []
         if any(kind == "noise" for *_, kind in missed):
-            n = max((r.get(_n_key(key)) or 0) for r in rows)
             reasons.append(f"some gaps are smaller than the sampling noise of a {n}-clip validation set with one "
                            "seed")
         if vals and min(vals) > 95:
             reasons.append("every model is near the ceiling of this proxy task, so there is no room for an ordering")
-        n = max((r.get(_n_key(key)) or 0) for r in rows)
-        if chance and vals and all(abs(v - chance) <= 2 * _se(chance, n) for v in vals):
+        if chance and vals and all(at_chance(v, n, chance) for v in vals):
             reasons.append(f"**no model learned the task at this budget**: every measured value is within two "
                            f"standard errors of chance ({chance:.0f}%), so this run cannot order the models; more "
                            "epochs or clips (the `epochs` and `overrides` parameters) are needed first")
@@ -651,6 +650,11 @@ def _name(r: dict) -> str:
     f = r.get("frames")
     return f"{r['setting']}" + (f" {f}F" if f and r.get("model") and r["setting"].split()[0] in
                                 ("TSN", "TSM", "STM") and "Table" not in r["setting"] else "")
+
+
+def at_chance(value: float, n: int, chance: float) -> bool:
+    """An accuracy (points) on n clips within two binomial standard errors of chance."""
+    return abs(value - chance) <= 2 * _se(chance, n)
 
 
 def _se(p_percent: float, n: int) -> float:

@@ -68,23 +68,24 @@ def probe(path, min_frames: int = 8, backend: str = "auto", full: bool = False) 
     return "ok", n, ""
 
 
-def _splits_of(name: str) -> list[tuple[str, str, int]]:
-    """(report name, split, fold) for every annotation list of the dataset."""
-    if name in ("ucf101", "hmdb51"):
-        return [(f"{s}{k}", s, k) for k in (1, 2, 3) for s in ("train", "val")]
-    return [("train", "train", 1), ("val", "val", 1)]
+def annotation_lists(name: str, val_list_file=None) -> tuple[str, list[tuple[str, str, int]]]:
+    """The reader of dataset `name` (proxies: ssv1) and (report name, split, fold) for every
+    annotation list it has: UCF-101 / HMDB-51 three folds, a `list` dataset's val only if given."""
+    reader = "ssv1" if name in PROXIES else name
+    if reader in ("ucf101", "hmdb51"):
+        return reader, [(f"{s}{k}", s, k) for k in (1, 2, 3) for s in ("train", "val")]
+    splits = [("train", "train", 1), ("val", "val", 1)]
+    return reader, splits[:1] if reader == "list" and not val_list_file else splits
 
 
 def check_dataset(name: str, root, workers: int = 4, min_frames: int = 8, list_file=None,
                   val_list_file=None, backend: str = "auto", full: bool = False, progress: bool = True) -> Report:
-    reader = "ssv1" if name in PROXIES else name
+    reader, lists = annotation_lists(name, val_list_file)
     if reader != "list" and (root is None or not Path(root).expanduser().is_dir()):
         raise FileNotFoundError(f"data root not found: {root}")
     rep = Report(name, str(root))
     todo: dict[str, tuple[str, str]] = {}  # path -> (split, id) of the first list naming it
-    for label, split, fold in _splits_of(reader):
-        if reader == "list" and split == "val" and not val_list_file:
-            continue
+    for label, split, fold in lists:
         try:
             classes, samples = read_annotations(reader, root, split, fold, list_file, val_list_file)
         except (ValueError, FileNotFoundError) as e:  # bad or missing annotation file: reported

@@ -46,7 +46,7 @@ def register(subparsers) -> None:
     f.add_argument("--list-file", help="`list` dataset: train list")
     f.add_argument("--val-list-file", help="`list` dataset: validation list")
     f.add_argument("--max-side", type=int, default=0, help="compute flow at most this many px wide (0: full size)")
-    f.add_argument("--limit", type=int, default=0, help="only the first N clips of each split (0: all)")
+    f.add_argument("--limit", type=int, default=0, help="only the first N clips of each annotation list (0: all)")
     f.set_defaults(func=_flow)
 
     m = sub.add_parser("make-proxy", help="generate a proxy dataset in the Something-Something v1 layout")
@@ -87,17 +87,17 @@ def _flow(args) -> int:
     import numpy as np
 
     from stm_lib.data import decode, flow
-    from stm_lib.data.datasets import PROXIES, read_annotations
+    from stm_lib.data.check import annotation_lists
+    from stm_lib.data.datasets import read_annotations
 
     root = _root(args.dataset, args.data_root, True)
-    reader = "ssv1" if args.dataset in PROXIES else args.dataset
-    samples = {}
-    for split in args.splits:
-        if reader == "list" and split == "val" and not args.val_list_file:
-            continue
-        _, ss = read_annotations(reader, root, split, 1, args.list_file, args.val_list_file)
-        for s in ss[:args.limit] if args.limit else ss:
-            samples.setdefault(s.id, s)
+    reader, lists = annotation_lists(args.dataset, args.val_list_file)
+    samples = {}  # every clip of every fold once (HMDB-51's folds each leave some clips out)
+    for _, split, fold in lists:
+        if split in args.splits:
+            _, ss = read_annotations(reader, root, split, fold, args.list_file, args.val_list_file)
+            for s in ss[:args.limit] if args.limit else ss:
+                samples.setdefault(s.id, s)
     t0 = time.perf_counter()
     res = flow.extract_dataset(list(samples.values()), args.out,
                                lambda s: decode.read_clip(s.path, lambda n: np.arange(n))[0],

@@ -89,6 +89,14 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+def check_input(x: torch.Tensor, channels: int, frames: int | None, what: str = "") -> None:
+    """A clip batch `(N, T, channels, H, W)`, with T == frames unless frames is None."""
+    if x.dim() != 5 or x.shape[2] != channels:
+        raise ValueError(f"expected input (N, T, {channels}, H, W){what}; got shape {tuple(x.shape)}")
+    if frames is not None and x.shape[1] != frames:
+        raise ValueError(f"this model was built for frames={frames}, got T={x.shape[1]}")
+
+
 STAGES = ((3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2))   # (blocks, planes, stride): stages 2-5
 
 
@@ -158,14 +166,8 @@ class VideoResNet(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
         return torch.flatten(self.avgpool(x), 1)
 
-    def check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 5 or x.shape[2] != self.in_channels:
-            raise ValueError(f"expected input (N, T, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
-        if self.temporal and x.shape[1] != self.frames:
-            raise ValueError(f"this model was built for frames={self.frames}, got T={x.shape[1]}")
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+        check_input(x, self.in_channels, self.frames if self.temporal else None)
         n, t = x.shape[:2]
         logits = self.fc(self.dropout(self.features(x.flatten(0, 1))))
         return logits.view(n, t, -1).mean(dim=1)        # TSN consensus: average over T
@@ -207,12 +209,8 @@ class SpatiotemporalResNet(nn.Module):
 
     def streams(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The appearance and the motion stream's logits, before late fusion."""
-        if x.dim() != 5 or x.shape[2] != self.in_channels:
-            raise ValueError(f"expected input (N, T, {self.in_channels}, H, W): 3 RGB channels then "
-                             f"{2 * self.flow_stack} flow channels; got shape {tuple(x.shape)}")
+        check_input(x, self.in_channels, self.frames, f": 3 RGB channels then {2 * self.flow_stack} flow channels")
         n, t = x.shape[:2]
-        if t != self.frames:
-            raise ValueError(f"this model was built for frames={self.frames}, got T={t}")
         a = self.appearance.stem(x[:, :, :3].flatten(0, 1))
         m = self.motion.stem(x[:, :, 3:].flatten(0, 1))
         for stage_a, stage_m in zip(self.appearance.stages, self.motion.stages):
