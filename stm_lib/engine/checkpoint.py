@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -75,16 +76,73 @@ def atomic_copy(src: str | Path, dst: str | Path) -> None:
         _atomic(Path(dst), lambda f: shutil.copyfileobj(s, f, 1 << 20))
 
 
-def load(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint; weights_only=True first (safe), full unpickling only as a fallback for
-    files written by other tools."""
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line naming the file. A ValueError,
+    so `stm` prints it as `stm <cmd>: error: ...` instead of a traceback."""
+
+
+def load(path: str | Path, map_location="cpu", need: tuple[str, ...] = ()) -> dict:
+    """Load a checkpoint with `torch.load(weights_only=True)` and nothing else.
+
+    Why never `weights_only=False`: checkpoints travel between people and clusters, and full
+    unpickling runs whatever code the file names (a `__reduce__` calling `os.system`). Our own
+    checkpoints hold only tensors and plain data, so the safe loader reads them all; anything it
+    refuses is refused here with one line. `need`: top-level keys the caller uses.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception:  # noqa: BLE001 - e.g. a foreign checkpoint with pickled objects
-        return torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        raise CheckpointError(f"{path}: refused: it holds more than tensors and plain data and would run code "
+                              f"to load ({why or _short(e)}); only weights_only=True checkpoints are loaded") from None
+    except Exception as e:  # noqa: BLE001 - truncated zip, not a torch file, ...
+        raise CheckpointError(f"{path}: not a readable checkpoint, truncated or not written by torch.save "
+                              f"({type(e).__name__}: {_short(e)})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a stm checkpoint (a {type(state).__name__}, expected a dict)")
+    missing = [k for k in need if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a stm training checkpoint (no {', '.join(repr(k) for k in missing)}; "
+                              f"keys: {', '.join(map(str, list(state)[:8]))})")
+    return state
+
+
+def restore(module, state_dict, path: str | Path, what: str = "model weights") -> None:
+    """`module.load_state_dict(state_dict)`, refusing a checkpoint of another shape in one line."""
+    try:
+        module.load_state_dict(state_dict)
+    except Exception as e:  # noqa: BLE001 - RuntimeError (shapes/keys), TypeError, KeyError, ...
+        detail = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+        raise CheckpointError(f"{path}: its {what} do not fit this model/run ({detail[:300]})") from None
+
+
+def config_of(state: dict, path: str | Path):
+    """The run's `Config` stored in a checkpoint (as a plain dict)."""
+    from stm_lib.config import Config
+
+    try:
+        return Config.from_dict(state["config"])
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        raise CheckpointError(f"{path}: its stored config is not a stm config ({_short(e)})") from None
+
+
+def _short(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:200]
+
+
+def clean_stale_tmp(folder: str | Path) -> list[Path]:
+    """Delete `.<name>.*.tmp` files that an `_atomic` write killed mid-way left behind (a
+    SIGKILL skips its cleanup). Call only while this process owns the folder."""
+    gone = []
+    for p in Path(folder).glob(".*.tmp"):
+        if p.is_file() and "." in p.name[1:-4]:
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
 
 
 # --- RNG states as plain data -------------------------------------------------------------

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stm_lib.config import Config
 from stm_lib.engine import checkpoint as ckpt
 from stm_lib.engine.distributed import ShardedSampler, all_reduce_sum, resolve_device
 
@@ -101,13 +100,13 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
 
     run_dir = Path(run_dir)
     path = _checkpoint_path(run_dir, checkpoint)
-    state = ckpt.load(path, map_location="cpu")
-    cfg = Config.from_dict(state["config"])
+    state = ckpt.load(path, map_location="cpu", need=("model", "config", "num_classes"))
+    cfg = ckpt.config_of(state, path)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=None,
                                                              num_classes=int(state["num_classes"])))
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     model = build_model(cfg.model)
-    model.load_state_dict(state["model"])
+    ckpt.restore(model, state["model"], path)
     model.to(dev).eval()
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -42,6 +42,9 @@ METRIC_FIELDS = ["epoch", "train_loss", "train_top1", "train_top5", "val_loss", 
                  "best_val_top1"]
 
 
+RESUME_KEYS = ("model", "optimizer", "scheduler", "rng", "config", "epoch", "history", "best_top1")
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
 
@@ -76,8 +79,8 @@ def train(cfg: Config, command: str | None = None) -> Path:
             if not tc.resume:
                 raise ValueError(f"{out} already holds a run ({ckpt.LAST}); pass --resume to continue it "
                                  "or choose another --out")
-            state = ckpt.load(out / ckpt.LAST)
-            _check_same_run(cfg, state, log)
+            state = ckpt.load(out / ckpt.LAST, need=RESUME_KEYS)
+            _check_same_run(cfg, state, log, out / ckpt.LAST)
             session["resumed_from_epoch"] = int(state["epoch"])
             if state.get("partial"):
                 session["resumed_from_step"] = int(state["partial"]["step"])
@@ -140,11 +143,12 @@ def train(cfg: Config, command: str | None = None) -> Path:
         # ---- 5. restore, or start a fresh run folder -------------------------------------
         start_epoch, history, best_top1, partial = 0, [], -1.0, None
         if state is not None:
-            raw.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            load_scheduler_state(scheduler, state["scheduler"])
+            path = out / ckpt.LAST
+            ckpt.restore(raw, state["model"], path)
+            ckpt.restore(optimizer, state["optimizer"], path, "optimiser state")
+            ckpt.restore(_SchedulerLoader(scheduler), state["scheduler"], path, "schedule state")
             if state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
+                ckpt.restore(scaler, state["scaler"], path, "gradient scaler state")
             ckpt.set_rng_state(state["rng"])  # then reseeded at the boundary we restart from
             start_epoch, history = int(state["epoch"]), list(state["history"])
             best_top1, partial = float(state["best_top1"]), state.get("partial")
@@ -351,9 +355,9 @@ def _resolve_classes(requested: int, train_set, val_set) -> int:
     return n
 
 
-def _check_same_run(cfg: Config, state: dict, log) -> None:
+def _check_same_run(cfg: Config, state: dict, log, path: Path) -> None:
     """A resumed run must be the same experiment: model and data settings must match."""
-    saved = Config.from_dict(state["config"])
+    saved = ckpt.config_of(state, path)
     now = cfg.to_dict()
     diffs = []
     for section, ignore in (("model", {"num_classes", "pretrained"}), ("data", {"num_workers", "data_root", "proxy_cache", "decoder", "flow_root"})):
@@ -369,6 +373,16 @@ def _check_same_run(cfg: Config, state: dict, log) -> None:
     for k, v in saved.train.__dict__.items():
         if k not in ("resume", "epochs", "device", "out") and _norm(getattr(cfg.train, k)) != _norm(v):
             log(f"warning: resuming with train.{k}={getattr(cfg.train, k)!r} (checkpoint: {v!r})")
+
+
+class _SchedulerLoader:
+    """Gives `ckpt.restore` a `load_state_dict` for our plain-data scheduler state."""
+
+    def __init__(self, sched):
+        self.sched = sched
+
+    def load_state_dict(self, sd):
+        load_scheduler_state(self.sched, sd)
 
 
 def _norm(v):

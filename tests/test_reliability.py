@@ -1,0 +1,107 @@
+"""Reliability and security (issue 11), probed as a careful user and as an attacker would: files
+a malicious user would craft (pickles that run code, `../` clip ids), faults a long run meets
+(NaN, clips that all fail, a mistyped --out, killed writes). Each test fails on the code before
+the fix. Tiny settings throughout (width 0.25, 32 px, 4 frames)."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from stm_lib.cli import main
+from stm_lib.config import Config
+
+
+def _tiny_flags(out: Path, cache: Path, *extra: str) -> list[str]:
+    return ["train", "--dataset", "proxy-temporal", "--proxy-cache", str(cache), "--proxy-videos", "40",
+            "--proxy-classes", "4", "--proxy-frames", "8", "--proxy-resolution", "32", "--model", "tsm",
+            "--frames", "4", "--input-size", "32", "--width-mult", "0.25", "--epochs", "1", "--batch-size", "8",
+            "--lr", "0.01", "--num-workers", "0", "--no-progress", "--no-tensorboard", "--out", str(out), *extra]
+
+
+def _one_line_error(err: str, cmd: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"stm {cmd}: error: "), lines[0]
+    return lines[0]
+
+
+# ---- 1. no code from a checkpoint ------------------------------------------------------------
+
+class _Evil:
+    """What an attacker ships as a checkpoint: unpickling it runs a shell command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _evil_checkpoint(path: Path, marker: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = Config().update("model", name="tsm", frames=4, num_classes=4, width_mult=0.25).to_dict()
+    torch.save({"model": _Evil(marker), "config": cfg, "num_classes": 4, "epoch": 1}, path)
+    return path
+
+
+def _route(name: str, tmp_path: Path, evil: Path) -> tuple[str, list[str]]:
+    run = tmp_path / "run"
+    if name == "evaluate --checkpoint":
+        return "evaluate", ["evaluate", "--run", str(run), "--checkpoint", str(evil)]
+    if name == "predict --checkpoint":
+        return "predict", ["predict", str(tmp_path), "--run", str(run), "--checkpoint", str(evil)]
+    if name == "evaluate --run":
+        evil.rename(run / "checkpoint_best.pt")
+        return "evaluate", ["evaluate", "--run", str(run)]
+    evil.rename(run / "checkpoint_last.pt")  # train --resume
+    return "train", _tiny_flags(run, tmp_path / "cache", "--resume")
+
+
+@pytest.mark.parametrize("route", ["evaluate --checkpoint", "predict --checkpoint", "evaluate --run",
+                                   "train --resume"])
+def test_malicious_checkpoint_runs_no_code(route, tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    evil = _evil_checkpoint(tmp_path / "run" / "evil.pt", marker)
+    cmd, argv = _route(route, tmp_path, evil)
+    assert main(argv) != 0
+    assert not marker.exists(), f"{route}: the checkpoint ran code"
+    line = _one_line_error(capsys.readouterr().err, cmd)
+    assert "refused" in line and "weights_only" in line
+
+
+def test_truncated_and_foreign_checkpoints_get_one_line(tmp_path, capsys):
+    from stm_lib.engine import checkpoint as ckpt
+
+    cfg = Config().update("model", name="tsm", frames=4, num_classes=4, width_mult=0.25)
+    from stm_lib.models import build_model
+
+    good = {"model": build_model(cfg.model).state_dict(), "config": cfg.to_dict(), "num_classes": 4, "epoch": 1}
+    buf = io.BytesIO()
+    torch.save(good, buf)
+    cases = {
+        "truncated.pt": (buf.getvalue()[: len(buf.getvalue()) // 2], "not a readable checkpoint"),
+        "text.pt": (b"hello, not a checkpoint\n", "not a readable checkpoint"),
+    }
+    for name, (data, want) in cases.items():
+        (tmp_path / name).write_bytes(data)
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "foreign.pt")     # another tool's layout
+    cases["foreign.pt"] = (None, "not a stm training checkpoint")
+    torch.save([torch.zeros(2)], tmp_path / "list.pt")
+    cases["list.pt"] = (None, "expected a dict")
+    other = dict(good, model={k: v[:1] if v.dim() else v for k, v in good["model"].items()})  # wrong shapes
+    torch.save(other, tmp_path / "shapes.pt")
+    cases["shapes.pt"] = (None, "do not fit")
+    for name, (_, want) in cases.items():
+        assert main(["evaluate", "--run", str(tmp_path), "--checkpoint", str(tmp_path / name)]) == 2
+        line = _one_line_error(capsys.readouterr().err, "evaluate")
+        assert want in line and name in line, line
+    # and the same through `train --resume`: a truncated checkpoint_last.pt
+    run = tmp_path / "cut"
+    run.mkdir()
+    (run / ckpt.LAST).write_bytes(cases["truncated.pt"][0])
+    assert main(_tiny_flags(run, tmp_path / "cache", "--resume")) == 2
+    assert "not a readable checkpoint" in _one_line_error(capsys.readouterr().err, "train")
