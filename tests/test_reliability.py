@@ -105,3 +105,83 @@ def test_truncated_and_foreign_checkpoints_get_one_line(tmp_path, capsys):
     (run / ckpt.LAST).write_bytes(cases["truncated.pt"][0])
     assert main(_tiny_flags(run, tmp_path / "cache", "--resume")) == 2
     assert "not a readable checkpoint" in _one_line_error(capsys.readouterr().err, "train")
+
+
+# ---- 2. the NaN/inf guard saves nothing poisoned; a new --lr on resume is applied ----------
+
+def _nonfinite(obj, where="") -> list[str]:
+    """Every floating tensor anywhere in a loaded checkpoint that holds NaN or inf."""
+    if torch.is_tensor(obj):
+        return [where] if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else []
+    if isinstance(obj, dict):
+        return [w for k, v in obj.items() for w in _nonfinite(v, f"{where}.{k}")]
+    if isinstance(obj, (list, tuple)):
+        return [w for i, v in enumerate(obj) for w in _nonfinite(v, f"{where}[{i}]")]
+    return []
+
+
+@pytest.mark.parametrize("poison, at_step", [("weight", 8), ("momentum", 6)])
+def test_forced_nan_leaves_no_nonfinite_tensor_on_disk(poison, at_step, tmp_path, capsys, monkeypatch):
+    """A NaN appears in the weights (end of epoch 2) or in the optimiser's momentum (epoch 2,
+    right before a mid-epoch checkpoint); the loss of that step was finite. No checkpoint on disk
+    may hold it, and the message names the checkpoint that is kept."""
+    real_step = torch.optim.SGD.step
+    calls = {"n": 0}
+
+    def step(self, *a, **k):
+        out = real_step(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == at_step:
+            p = self.param_groups[0]["params"][0]
+            (p.data if poison == "weight" else self.state[p]["momentum_buffer"]).fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    out = tmp_path / "run"
+    rc = main(_tiny_flags(out, tmp_path / "cache", "--epochs", "2", "--lr-steps", "10", "--checkpoint-every-steps", "2"))
+    err = capsys.readouterr().err
+    assert rc == 3 and "non-finite" in err and "last good checkpoint" in err
+    pts = sorted(out.glob("*.pt"))
+    assert pts
+    for p in pts:
+        assert _nonfinite(torch.load(p, weights_only=True)) == [], p.name
+    last = torch.load(out / "checkpoint_last.pt", weights_only=True)
+    # kept: the last save before the NaN (weight: epoch 2's step-2 save; momentum: epoch 1's end)
+    assert last["epoch"] == 1 and (last["partial"] or {}).get("step") == (2 if poison == "weight" else None)
+
+
+def test_huge_lr_stops_with_every_checkpoint_finite(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(_tiny_flags(out, tmp_path / "cache", "--lr", "1e6", "--epochs", "3", "--checkpoint-every-steps", "1"))
+    assert rc == 3 and "non-finite" in capsys.readouterr().err
+    for p in out.glob("*.pt"):
+        assert _nonfinite(torch.load(p, weights_only=True)) == [], p.name
+
+
+def test_resume_with_a_new_lr_applies_and_records_it(tmp_path, capsys):
+    import json
+
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    assert main(_tiny_flags(out, cache, "--lr-steps", "10", "--max-steps-per-epoch", "2")) == 0
+    capsys.readouterr()
+    assert main(_tiny_flags(out, cache, "--lr-steps", "10", "--max-steps-per-epoch", "2", "--epochs", "2",
+                            "--lr", "0.001", "--resume")) == 0
+    printed = capsys.readouterr().out
+    assert "lr 0.001" in printed and "0.01 -> 0.001" in printed
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.001])       # used, not only printed
+    state = torch.load(out / "checkpoint_last.pt", weights_only=True)
+    base = [g for g in state["optimizer"]["param_groups"] if g["lr_mult"] == 1]
+    assert base and all(g["lr"] == pytest.approx(0.001) for g in base)
+    assert state["lr_changes"][0]["from"] == pytest.approx(0.01) and state["lr_changes"][0]["to"] == pytest.approx(0.001)
+    run = json.loads((out / "run.json").read_text())
+    assert run["sessions"][-1]["lr_change"]["to"] == pytest.approx(0.001) and run["effective_lr"] == pytest.approx(0.001)
+
+
+def test_resume_refuses_a_changed_momentum_in_one_line(tmp_path, capsys):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    assert main(_tiny_flags(out, cache, "--max-steps-per-epoch", "1")) == 0
+    capsys.readouterr()
+    assert main(_tiny_flags(out, cache, "--max-steps-per-epoch", "1", "--epochs", "2", "--momentum", "0.5",
+                            "--resume")) == 2
+    assert "train.momentum" in _one_line_error(capsys.readouterr().err, "train")

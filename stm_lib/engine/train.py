@@ -57,7 +57,8 @@ def train(cfg: Config, command: str | None = None) -> Path:
     out = Path(tc.out)
     command = command or shlex.join([Path(sys.argv[0]).name] + sys.argv[1:])
     t_process = time.time()
-    session = {"start": _now(), "command": command, "world_size": info.world_size, "status": "running"}
+    session = {"id": f"{_now()}-{os.getpid()}", "start": _now(), "command": command,
+               "world_size": info.world_size, "status": "running", "git": _git()}
     started = False  # run.json is written only once this session owns the run folder
     was_deterministic, was_benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     try:
@@ -84,6 +85,7 @@ def train(cfg: Config, command: str | None = None) -> Path:
             session["resumed_from_epoch"] = int(state["epoch"])
             if state.get("partial"):
                 session["resumed_from_step"] = int(state["partial"]["step"])
+        last_saved = None if state is None else _where(state)  # what checkpoint_last.pt holds
 
         # ---- 2. data; the class count is settled before any model exists ----------------
         from stm_lib.data import build_dataset, make_loader
@@ -141,7 +143,7 @@ def train(cfg: Config, command: str | None = None) -> Path:
         amp_context(dev, tc.amp)  # validates the name
 
         # ---- 5. restore, or start a fresh run folder -------------------------------------
-        start_epoch, history, best_top1, partial = 0, [], -1.0, None
+        start_epoch, history, best_top1, partial, lr_changes = 0, [], -1.0, None, []
         if state is not None:
             path = out / ckpt.LAST
             ckpt.restore(raw, state["model"], path)
@@ -149,18 +151,37 @@ def train(cfg: Config, command: str | None = None) -> Path:
             ckpt.restore(_SchedulerLoader(scheduler), state["scheduler"], path, "schedule state")
             if state.get("scaler"):
                 ckpt.restore(scaler, state["scaler"], path, "gradient scaler state")
-            ckpt.set_rng_state(state["rng"])  # then reseeded at the boundary we restart from
+            try:
+                ckpt.set_rng_state(state["rng"])  # then reseeded at the boundary we restart from
+            except (KeyError, TypeError, ValueError, RuntimeError) as e:
+                raise ckpt.CheckpointError(f"{path}: its RNG state is not a stm RNG state ({e})"[:400]) from None
             start_epoch, history = int(state["epoch"]), list(state["history"])
             best_top1, partial = float(state["best_top1"]), state.get("partial")
+            lr_changes = list(state.get("lr_changes") or [])
             log(f"resuming {out} at epoch {start_epoch + 1}" + (f" step {partial['step']}" if partial else ""))
+            old_lr = _saved_lr(state, path)
+            if not math.isclose(old_lr, lr, rel_tol=1e-9, abs_tol=0.0):
+                # a new --lr on resume is applied, not just printed: the restored optimiser and
+                # schedule are rescaled, and the change is kept in the checkpoint and run.json
+                _rescale_lr(optimizer, scheduler, lr / old_lr)
+                change = {"epoch": start_epoch + 1, "step": int(partial["step"]) if partial else 0,
+                          "from": old_lr, "to": lr, "at": _now()}
+                lr_changes.append(change)
+                session["lr_change"] = change
+                log(f"lr changed on resume: {old_lr:g} -> {lr:g} from epoch {change['epoch']} step "
+                    f"{change['step'] + 1} on (recorded in run.json and the checkpoint)")
         started = True
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
+            for p in ckpt.clean_stale_tmp(out):  # left by a write that a SIGKILL interrupted
+                log(f"removed {p.name} (an interrupted write)")
             ckpt.atomic_write_text(out / "config.yaml", _yaml(cfg.to_dict()))
             with open(out / "command.txt", "a") as f:
                 f.write(f"# {_now()}  world_size={info.world_size}\n{command}\n")
         if state is None and info.is_main:
             _write_metrics(out, [])
+        if info.is_main:
+            _write_provenance(out, cfg, _tick(session, t_process), info)  # this start is on record now
 
         model = raw
         if info.distributed:
@@ -210,16 +231,19 @@ def train(cfg: Config, command: str | None = None) -> Path:
                     if info.distributed:
                         D.all_reduce_sum(bad)
                     if bad.item() > 0:
-                        raise NonFiniteLossError(
-                            f"non-finite loss ({loss.item()}) at epoch {epoch + 1} step {step + 1}: run stopped. "
-                            f"The last good checkpoint is {out / ckpt.LAST} "
-                            f"(epoch {history[-1]['epoch'] if history else 0}); lower --lr, use --amp none or "
-                            f"check the data, then --resume.")
+                        raise NonFiniteLossError(_stopped(f"loss ({loss.item()})", epoch, step, out, last_saved, lr))
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
+                    gnorm = None
                     if tc.clip_grad > 0:
                         scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(params, tc.clip_grad)
+                        gnorm = torch.nn.utils.clip_grad_norm_(params, tc.clip_grad)
+                    elif not scaler.is_enabled():
+                        gnorm = torch.nn.utils.clip_grad_norm_(params, float("inf"))  # the norm only
+                    # fp16: an inf gradient is the GradScaler's business (it skips the step)
+                    if gnorm is not None and not scaler.is_enabled() and not torch.isfinite(gnorm):
+                        raise NonFiniteLossError(_stopped(f"gradient norm ({gnorm.item()})", epoch, step,
+                                                          out, last_saved, lr))
                     scaler.step(optimizer)
                     scaler.update()
                     n = len(y)
@@ -234,10 +258,13 @@ def train(cfg: Config, command: str | None = None) -> Path:
                 if tc.checkpoint_every_steps > 0 and nxt % tc.checkpoint_every_steps == 0 and nxt < steps_per_epoch:
                     # mid-epoch checkpoint: global sums so far, then a fresh random segment
                     sums = D.all_reduce_sum(acc.clone().to(dev)).cpu()
+                    _check_finite(raw, optimizer, dev, info, epoch, nxt - 1, out, last_saved, lr)
                     if info.is_main:
                         mid = {"step": nxt, "sums": sums.tolist(), "train_time_s": t_train + time.time() - t0}
                         ckpt.atomic_save(_state(raw, optimizer, scheduler, scaler, cfg, classes, epoch, history,
-                                                best_top1, mid), out / ckpt.LAST)
+                                                best_top1, mid, lr_changes), out / ckpt.LAST)
+                        _write_provenance(out, cfg, _tick(session, t_process), info)
+                    last_saved = f"epoch {epoch + 1} step {nxt}, mid-epoch"
                     if info.rank != 0:
                         acc.zero_()  # rank 0 now carries the global sums
                     else:
@@ -253,6 +280,10 @@ def train(cfg: Config, command: str | None = None) -> Path:
             val = run_eval(raw, val_loader, dev, num_classes, tc.amp, progress=info.is_main and tc.progress,
                            desc="val")
             t_val = time.time() - t_val
+            if not math.isfinite(val["loss"]):  # n == 0 was caught above; NaN weights give NaN scores
+                raise NonFiniteLossError(_stopped(f"validation loss ({val['loss']})", epoch, steps_per_epoch - 1,
+                                                  out, last_saved, lr))
+            _check_finite(raw, optimizer, dev, info, epoch, steps_per_epoch - 1, out, last_saved, lr)
             row = {
                 "epoch": epoch + 1,
                 "train_loss": loss_sum / max(n_seen, 1), "train_top1": c1 / max(n_seen, 1),
@@ -270,11 +301,13 @@ def train(cfg: Config, command: str | None = None) -> Path:
             history.append(row)
             # ---- 9. checkpoints: best first, then last, so a kill in between loses nothing
             if info.is_main:
-                st = _state(raw, optimizer, scheduler, scaler, cfg, classes, epoch + 1, history, best_top1, None)
+                st = _state(raw, optimizer, scheduler, scaler, cfg, classes, epoch + 1, history, best_top1, None,
+                            lr_changes)
                 if is_best:
                     ckpt.atomic_save(st, out / ckpt.BEST)
                 ckpt.atomic_save(st, out / ckpt.LAST)
                 _write_metrics(out, history)
+                _write_provenance(out, cfg, _tick(session, t_process), info)
                 if tb is not None:
                     for k, v in row.items():
                         if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
@@ -282,7 +315,9 @@ def train(cfg: Config, command: str | None = None) -> Path:
                     tb.flush()
                 log(f"epoch {epoch + 1}/{tc.epochs}  loss {row['train_loss']:.4f}  train top-1 {row['train_top1']:.3f}  "
                     f"val top-1 {row['val_top1']:.3f} top-5 {row['val_top5']:.3f}  lr {row['lr']:.3g}  "
-                    f"{row['clips_per_s']:.1f} clips/s  {t_train:.1f}s" + ("  *best" if is_best else ""), flush=True)
+                    f"{row['clips_per_s']:.1f} clips/s  {t_train:.1f}s  skipped {row['skipped']}"
+                    + ("  *best" if is_best else ""), flush=True)
+            last_saved = f"end of epoch {epoch + 1}"
             D.barrier()
         session["status"] = "finished"
         if tb is not None:
@@ -370,8 +405,15 @@ def _check_same_run(cfg: Config, state: dict, log, path: Path) -> None:
         diffs.append(f"model.num_classes: checkpoint {saved.model.num_classes}, now {cfg.model.num_classes}")
     if diffs:
         raise ValueError("cannot resume: the configuration differs from the checkpoint's: " + "; ".join(diffs))
-    for k, v in saved.train.__dict__.items():
-        if k not in ("resume", "epochs", "device", "out") and _norm(getattr(cfg.train, k)) != _norm(v):
+    # the optimiser state restores these, so a new value would be printed but not used: refuse
+    fixed = [f"train.{k}: checkpoint {getattr(saved.train, k)!r}, now {getattr(cfg.train, k)!r}"
+             for k in ("batch_size", "momentum", "weight_decay", "fc_lr_mult")
+             if _norm(getattr(cfg.train, k)) != _norm(getattr(saved.train, k))]
+    if fixed:
+        raise ValueError("cannot resume with a changed optimiser setting (the checkpoint's optimiser state "
+                         "would keep the old one): " + "; ".join(fixed) + "; start a new --out instead")
+    for k, v in saved.train.__dict__.items():  # applied as given (lr: see _rescale_lr)
+        if k not in ("resume", "epochs", "device", "out", "lr", "lr_scale") and _norm(getattr(cfg.train, k)) != _norm(v):
             log(f"warning: resuming with train.{k}={getattr(cfg.train, k)!r} (checkpoint: {v!r})")
 
 
@@ -385,18 +427,81 @@ class _SchedulerLoader:
         load_scheduler_state(self.sched, sd)
 
 
+def _where(state: dict) -> str:
+    p = state.get("partial")
+    return f"epoch {int(state['epoch']) + 1} step {p['step']}, mid-epoch" if p else f"end of epoch {state['epoch']}"
+
+
+def _stopped(what: str, epoch: int, step: int, out: Path, last_saved: str | None, lr: float) -> str:
+    """The one message of the NaN/inf guard: where, what was kept, what to do."""
+    kept = (f"The last good checkpoint is {out / ckpt.LAST} ({last_saved}; every tensor finite)" if last_saved
+            else "No checkpoint was written")
+    return (f"non-finite {what} at epoch {epoch + 1} step {step + 1}: run stopped before writing anything. "
+            f"{kept}; lower --lr (now {lr:g}), use --amp none or check the data, then --resume "
+            f"(a new --lr is applied on resume).")
+
+
+def _poisoned(raw, optimizer) -> list[str]:
+    """Names of the model / optimiser tensors holding NaN or inf (what a checkpoint would save)."""
+    bad = [f"model.{k}" for k, v in raw.state_dict().items()
+           if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    for i, st in optimizer.state_dict()["state"].items():
+        bad += [f"optimizer.state.{i}.{k}" for k, v in st.items()
+                if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return bad
+
+
+def _check_finite(raw, optimizer, dev, info, epoch, step, out, last_saved, lr) -> None:
+    """Refuse to save a checkpoint with a non-finite tensor (all ranks agree, so none hangs)."""
+    bad = _poisoned(raw, optimizer)
+    n = torch.tensor([float(len(bad))], device=dev)
+    if info.distributed:
+        D.all_reduce_sum(n)
+    if n.item() > 0:
+        first = f": {', '.join(bad[:3])}" if bad else " (on another rank)"
+        raise NonFiniteLossError(_stopped(f"weights ({int(n.item())} tensors{first})", epoch, step, out,
+                                          last_saved, lr))
+
+
+def _saved_lr(state: dict, path: Path) -> float:
+    """The effective lr the checkpointed run used (its config, with any earlier change on resume)."""
+    changes = state.get("lr_changes") or []
+    if changes:
+        return float(changes[-1]["to"])
+    t = ckpt.config_of(state, path).train
+    return effective_lr(t.lr, t.batch_size, t.lr_scale)
+
+
+def _rescale_lr(optimizer, scheduler, ratio: float) -> None:
+    """Multiply the restored base and current lr of every group (their multipliers stay)."""
+    for g in optimizer.param_groups:
+        g["lr"] *= ratio
+        if "initial_lr" in g:
+            g["initial_lr"] *= ratio
+    scheduler.base_lrs = [b * ratio for b in scheduler.base_lrs]
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+
+def _tick(session: dict, t_process: float) -> dict:
+    """The session entry with its time so far: run.json is rewritten at every checkpoint, so a
+    session killed later (SIGKILL skips `finally`) is still listed with the time it ran."""
+    session["seconds"] = round(time.time() - t_process, 3)
+    session["last_update"] = _now()
+    return session
+
+
 def _norm(v):
     return list(v) if isinstance(v, tuple) else v
 
 
-def _state(raw, optimizer, scheduler, scaler, cfg, classes, epoch, history, best_top1, partial) -> dict:
+def _state(raw, optimizer, scheduler, scaler, cfg, classes, epoch, history, best_top1, partial, lr_changes) -> dict:
     """Everything a resume needs, as tensors and plain data (weights_only loadable)."""
     return {
         "format": 1, "epoch": epoch, "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler_state(scheduler), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
         "rng": ckpt.rng_state(), "config": _plain(cfg.to_dict()), "classes": list(classes),
         "num_classes": cfg.model.num_classes, "history": [dict(r) for r in history],
-        "best_top1": best_top1, "partial": partial,
+        "best_top1": best_top1, "partial": partial, "lr_changes": [dict(c) for c in lr_changes],
     }
 
 
@@ -439,10 +544,14 @@ def _write_provenance(out: Path, cfg: Config, session: dict, info: D.DistInfo) -
             prev = json.loads(path.read_text())
         except ValueError:
             prev = {}
-    sessions = prev.get("sessions", []) + [session]
+    sessions = [s for s in prev.get("sessions", []) if s.get("id") != session["id"]]
+    for s in sessions:  # a session still "running" that is not this one was killed (no finally)
+        if s.get("status") == "running":
+            s["status"] = "killed (no clean exit; seconds counted to its last checkpoint)"
+    sessions.append(dict(session))
     tc = cfg.train
     run = {
-        "git": _git(),
+        "git": session.get("git") or _git(),
         "seed": tc.seed,
         "command": sessions[0]["command"],
         "effective_lr": effective_lr(tc.lr, tc.batch_size, tc.lr_scale),
