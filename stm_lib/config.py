@@ -69,6 +69,7 @@ class TrainConfig:
     out: str = "runs/train"
     resume: bool = False
     max_steps_per_epoch: int = 0      # 0 = full epoch (smoke runs cap this)
+    max_skipped: float = 0.1          # stop when more than this share of an epoch's clips fail to load
     checkpoint_every_steps: int = 0   # >0: also checkpoint mid-epoch every N steps (long epochs)
     sync_bn: bool = False             # SyncBatchNorm under DDP on GPUs (the paper: per-GPU BN)
     tensorboard: bool = True          # write TensorBoard events when tensorboard is importable

@@ -185,3 +185,90 @@ def test_resume_refuses_a_changed_momentum_in_one_line(tmp_path, capsys):
     assert main(_tiny_flags(out, cache, "--max-steps-per-epoch", "1", "--epochs", "2", "--momentum", "0.5",
                             "--resume")) == 2
     assert "train.momentum" in _one_line_error(capsys.readouterr().err, "train")
+
+
+# ---- 3. --resume on a mistyped folder --------------------------------------------------------
+
+def test_resume_on_a_missing_folder_refuses_within_seconds(tmp_path):
+    """Before: a full-size (224 px, width 1, batch 64) run on a freshly generated proxy began."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "runs" / "does-not-exist"
+    cmd = [sys.executable, "-m", "stm_lib.cli", "train", "--out", str(out), "--resume", "--epochs", "1",
+           "--proxy-cache", str(tmp_path / "cache"), "--no-progress"]
+    t0 = time.time()
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired:
+        pytest.fail("`stm train --resume` on a missing folder was still running after 60 s")
+    assert r.returncode == 2 and time.time() - t0 < 60
+    line = _one_line_error(r.stderr, "train")
+    assert "does not exist" in line and "--resume-or-start" in line
+    assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_resume_or_start_starts_a_configured_run(tmp_path):
+    out = tmp_path / "new"
+    assert main(_tiny_flags(out, tmp_path / "cache", "--max-steps-per-epoch", "1", "--resume-or-start")) == 0
+    assert (out / "checkpoint_last.pt").is_file()
+
+
+# ---- 4. a run whose clips fail does not "succeed" --------------------------------------------
+
+def _ssv1_flags(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--dataset", "ssv1", "--data-root", str(root), "--model", "tsm", "--frames", "4",
+            "--input-size", "32", "--width-mult", "0.25", "--epochs", "1", "--batch-size", "2", "--lr", "0.01",
+            "--num-workers", "0", "--no-progress", "--no-tensorboard", "--out", str(out), *extra]
+
+
+def _empty_frames(root: Path, ids) -> None:
+    for i in ids:
+        for f in (root / "20bn-something-something-v1" / str(i)).iterdir():
+            f.unlink()
+
+
+def test_a_run_whose_clips_all_fail_exits_nonzero(tmp_path, capsys):
+    from test_data import make_ssv1
+
+    root = make_ssv1(tmp_path / "ss")
+    _empty_frames(root, range(1001, 1005))                    # every training clip: an empty folder
+    out = tmp_path / "run"
+    with pytest.warns(RuntimeWarning, match="skipping clip"):
+        rc = main(_ssv1_flags(root, out))
+    assert rc == 2
+    line = _one_line_error(capsys.readouterr().err, "train")
+    assert "no training clip could be read (4 of 4 failed)" in line
+    assert not list(out.glob("*.pt"))
+    # an impossible input size (every clip raised before) is refused up front
+    assert main(_ssv1_flags(root, tmp_path / "run0", "--input-size", "0")) == 2
+    assert "--input-size must be positive" in _one_line_error(capsys.readouterr().err, "train")
+
+
+def test_skip_share_limit_and_the_epoch_line_shows_the_count(tmp_path, capsys):
+    from test_data import make_ssv1
+
+    root = make_ssv1(tmp_path / "ss")
+    _empty_frames(root, [1001])                                # 1 of 4 training clips (25%)
+    with pytest.warns(RuntimeWarning, match="skipping clip 1001"):
+        assert main(_ssv1_flags(root, tmp_path / "a")) == 2
+    line = _one_line_error(capsys.readouterr().err, "train")
+    assert "1 of 4 training clips (25%) failed to load, more than --max-skipped 0.1" in line
+    with pytest.warns(RuntimeWarning, match="skipping clip 1001"):
+        assert main(_ssv1_flags(root, tmp_path / "b", "--max-skipped", "0.5")) == 0
+    assert "skipped 1" in capsys.readouterr().out
+
+
+# ---- 7. smaller: malformed YAML, stale temporary files, every start in run.json ---------------
+
+def test_malformed_yaml_config_is_one_line_with_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  name: stm\n  frames: [8\ntrain:\n  lr: 0.1\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    line = _one_line_error(capsys.readouterr().err, "train")
+    assert f"{bad}:" in line and "not valid YAML" in line
+    bad.write_text("model: 3\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "expected sections" in _one_line_error(capsys.readouterr().err, "train")

@@ -25,7 +25,7 @@ examples:
   stm train --out runs/proxy-stm --resume           # continue a killed run (config from the folder)
   torchrun --nproc_per_node 8 -m stm_lib.cli train --dataset ssv1 --data-root DIR --batch-size 64 --out RUN
   torchrun --nnodes 4 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 --rdzv_id JOB \\
-           --max-restarts 3 -m stm_lib.cli train ... --resume
+           --max-restarts 3 -m stm_lib.cli train ... --resume-or-start
 
 --batch-size is the GLOBAL batch (split evenly over torchrun processes), so lr semantics and the
 optimisation do not depend on the number of GPUs. The run folder gets config.yaml, command.txt,
@@ -49,7 +49,7 @@ _MAP = {
     "fc_lr_mult": ("train", "fc_lr_mult"), "amp": ("train", "amp"), "channels_last": ("train", "channels_last"),
     "compile": ("train", "compile"), "device": ("train", "device"), "deterministic": ("train", "deterministic"),
     "seed": ("train", "seed"), "out": ("train", "out"), "resume": ("train", "resume"),
-    "max_steps_per_epoch": ("train", "max_steps_per_epoch"),
+    "max_steps_per_epoch": ("train", "max_steps_per_epoch"), "max_skipped": ("train", "max_skipped"),
     "checkpoint_every_steps": ("train", "checkpoint_every_steps"), "sync_bn": ("train", "sync_bn"),
     "tensorboard": ("train", "tensorboard"), "progress": ("train", "progress"),
 }
@@ -117,7 +117,12 @@ def _add_train(sub) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("--out", help="run folder (default runs/train)")
     g.add_argument("--resume", action=B, default=None,
-                   help="continue the run in --out from checkpoint_last.pt (starts fresh if there is none)")
+                   help="continue the run in --out from checkpoint_last.pt; refused when there is none, unless "
+                        "--config or the folder's config.yaml gives the full run")
+    g.add_argument("--resume-or-start", action="store_true",
+                   help="resume if --out holds a checkpoint, else start the run as configured (restart loops)")
+    g.add_argument("--max-skipped", type=float, help="stop when more than this share of an epoch's clips fail "
+                   "to load (default 0.1; 1 = never)")
     g.add_argument("--max-steps-per-epoch", type=int, help="cap steps per epoch (smoke runs)")
     g.add_argument("--checkpoint-every-steps", type=int, help="also checkpoint mid-epoch every N steps")
     g.add_argument("--tensorboard", action=B, default=None, help="TensorBoard events when installed (default on)")
@@ -135,8 +140,18 @@ def config_from_args(args) -> Config:
     if yaml_path:
         import yaml
 
-        cfg = load_yaml(yaml_path)
-        from_yaml = yaml.safe_load(Path(yaml_path).read_text()) or {}
+        try:
+            cfg = load_yaml(yaml_path)
+            from_yaml = yaml.safe_load(Path(yaml_path).read_text()) or {}
+        except yaml.YAMLError as e:  # one line naming the file and line, not a traceback
+            mark = getattr(e, "problem_mark", None)
+            where = f"{yaml_path}:{mark.line + 1}" if mark else str(yaml_path)
+            raise ValueError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or type(e).__name__})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{yaml_path}: not UTF-8 text (byte {e.start})") from None
+        except (TypeError, AttributeError) as e:  # e.g. `model: 3`
+            raise ValueError(f"{yaml_path}: expected sections model/data/train, each a mapping of options "
+                             f"({type(e).__name__}: {e})") from None
     else:
         cfg = Config()
     in_yaml = lambda sec, k: k in (from_yaml.get(sec) or {})  # noqa: E731
@@ -157,7 +172,10 @@ def config_from_args(args) -> Config:
 def cmd_train(args) -> int:
     from stm_lib.engine.train import NonFiniteLossError, train
 
+    if args.resume_or_start:
+        args.resume = True
     cfg = config_from_args(args)
+    _check_resumable(args, Path(cfg.train.out))
     try:
         out = train(cfg, command=shlex.join(["stm"] + sys.argv[1:]))
     except NonFiniteLossError as e:
@@ -166,6 +184,21 @@ def cmd_train(args) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {out}")
     return 0
+
+
+def _check_resumable(args, out: Path) -> None:
+    """`--resume` on a folder without a checkpoint (a typo) must not start a full-size run made
+    of defaults. It may start when the run is fully described: --config, the folder's own
+    config.yaml (killed before its first checkpoint), or an explicit --resume-or-start."""
+    from stm_lib.engine.checkpoint import LAST
+
+    if not args.resume or args.resume_or_start or (out / LAST).is_file():
+        return
+    if args.config or (out / "config.yaml").is_file():
+        return
+    what = "does not exist" if not out.exists() else f"holds no {LAST}"
+    raise ValueError(f"--resume: {out} {what}, so there is nothing to resume (is the folder right?); "
+                     "to start a new run there use --resume-or-start, or give the run's --config")
 
 
 def _add_evaluate(sub) -> None:

@@ -158,6 +158,9 @@ def evaluate(run_dir: str | Path, clips: int = 1, crops: int = 1, split: str = "
     m = run_eval(model, loader, dev, cfg.model.num_classes, amp or cfg.train.amp,
                  progress=progress, desc=f"eval {clips}x{crops}")
     elapsed = time.time() - t0
+    if m["n"] == 0:
+        raise ValueError(f"no {split} clip of {cfg.data.dataset} could be read ({m['skipped']} failed; the "
+                         "'skipping clip' warnings name them; `stm data check` lists every bad clip)")
     tag = f"{split}_{clips}x{crops}" + ("" if checkpoint == "best" else f"_{Path(checkpoint).stem}")
     conf = m.pop("confusion")
     per_class = m.pop("per_class")

@@ -45,6 +45,10 @@ METRIC_FIELDS = ["epoch", "train_loss", "train_top1", "train_top5", "val_loss", 
 RESUME_KEYS = ("model", "optimizer", "scheduler", "rng", "config", "epoch", "history", "best_top1")
 
 
+class DataFailureError(ValueError):
+    """Too many clips of an epoch failed to load: the run stops rather than "succeed" on nothing."""
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
 
@@ -73,6 +77,12 @@ def train(cfg: Config, command: str | None = None) -> Path:
             raise ValueError(f"--batch-size {tc.batch_size} is the global batch and must divide by the "
                              f"{info.world_size} processes")
         per_rank_batch = tc.batch_size // info.world_size
+        for name, v in (("--input-size", cfg.data.input_size), ("--frames", cfg.model.frames),
+                        ("--batch-size", tc.batch_size), ("--epochs", tc.epochs)):
+            if v <= 0:
+                raise ValueError(f"{name} must be positive, got {v}")
+        if not 0 <= tc.max_skipped <= 1:
+            raise ValueError(f"--max-skipped is a share of clips between 0 and 1, got {tc.max_skipped:g}")
 
         # ---- 1. an existing run: resume it or refuse to overwrite it --------------------
         state = None
@@ -276,10 +286,12 @@ def train(cfg: Config, command: str | None = None) -> Path:
             # ---- 8. end of epoch: metrics over all ranks, validation (1 clip, centre crop)
             sums = D.all_reduce_sum(acc.to(dev)).cpu()
             loss_sum, c1, c5, n_seen, skipped = sums.tolist()
+            _check_skipped("training", epoch, int(skipped), int(n_seen), tc.max_skipped)
             t_val = time.time()
             val = run_eval(raw, val_loader, dev, num_classes, tc.amp, progress=info.is_main and tc.progress,
                            desc="val")
             t_val = time.time() - t_val
+            _check_skipped("validation", epoch, int(val["skipped"]), int(val["n"]), tc.max_skipped)
             if not math.isfinite(val["loss"]):  # n == 0 was caught above; NaN weights give NaN scores
                 raise NonFiniteLossError(_stopped(f"validation loss ({val['loss']})", epoch, steps_per_epoch - 1,
                                                   out, last_saved, lr))
@@ -425,6 +437,19 @@ class _SchedulerLoader:
 
     def load_state_dict(self, sd):
         load_scheduler_state(self.sched, sd)
+
+
+def _check_skipped(what: str, epoch: int, skipped: int, ok: int, max_share: float) -> None:
+    """An epoch with no readable clip, or with more than `max_share` of them failing, stops the
+    run before anything is saved: the skip-and-count loader must not hide a broken dataset."""
+    total = skipped + ok
+    hint = "the 'skipping clip' warnings above name them; `stm data check` lists every bad clip"
+    if ok == 0:
+        raise DataFailureError(f"epoch {epoch + 1}: no {what} clip could be read ({skipped} of {total} failed); "
+                               f"nothing was saved; {hint}")
+    if skipped > max_share * total:
+        raise DataFailureError(f"epoch {epoch + 1}: {skipped} of {total} {what} clips ({100 * skipped / total:.0f}%) "
+                               f"failed to load, more than --max-skipped {max_share:g}; nothing was saved; {hint}")
 
 
 def _where(state: dict) -> str:
