@@ -272,3 +272,111 @@ def test_malformed_yaml_config_is_one_line_with_file_and_line(tmp_path, capsys):
     bad.write_text("model: 3\n")
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "expected sections" in _one_line_error(capsys.readouterr().err, "train")
+
+
+# ---- 5. clip ids stay inside the dataset root; flow output stays inside --out ---------------
+
+def _tree(base: Path) -> dict:
+    """Every path under `base` with its size and mtime: a fingerprint of what was touched."""
+    return {str(p.relative_to(base)): (p.is_dir(), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns)
+            for p in sorted(base.rglob("*"))}
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """An SSv1 layout whose train list names `../../victim`: from the frames folder that is a
+    folder beside the dataset, holding a file the user cares about."""
+    from test_data import make_ssv1
+
+    root = make_ssv1(tmp_path / "ss")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.txt").write_text("years of work\n")
+    ann = root / "something-something-v1-train.csv"
+    ann.write_text(ann.read_text() + "../../victim;Holding something\n")
+    return root, ann, tmp_path
+
+
+def test_dotdot_clip_id_refused_by_data_check(planted, capsys):
+    root, ann, base = planted
+    before = _tree(base)
+    assert main(["data", "check", "--dataset", "ssv1", "--data-root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"{ann}:5: clip id '../../victim' is not a path inside the dataset folder" in out
+    assert _tree(base) == before
+
+
+def test_dotdot_clip_id_refused_by_data_flow(planted, capsys):
+    root, ann, base = planted
+    before = _tree(base)
+    rc = main(["data", "flow", "--dataset", "ssv1", "--data-root", str(root), "--out", str(root / "flow")])
+    assert rc == 2
+    assert f"{ann}:5: clip id '../../victim'" in _one_line_error(capsys.readouterr().err, "data")
+    assert _tree(base) == before and (base / "victim" / "thesis.txt").read_text() == "years of work\n"
+
+
+def test_dotdot_clip_id_refused_by_training(planted, capsys):
+    root, ann, base = planted
+    before = _tree(base)
+    assert main(_ssv1_flags(root, base / "run")) == 2
+    assert f"{ann}:5: clip id '../../victim'" in _one_line_error(capsys.readouterr().err, "train")
+    assert _tree(base) == before
+
+
+@pytest.mark.parametrize("bad", ["../victim", "a/../../victim", "/abs/victim", ".", ""])
+def test_flow_output_is_confined_to_out(bad, tmp_path):
+    """Below the readers: extraction itself refuses an id whose folder is not inside --out,
+    before writing or deleting anything."""
+    import numpy as np
+
+    from stm_lib.data import flow
+    from stm_lib.data.datasets import Sample
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("x")
+    out = tmp_path / "flow"
+    good = Sample("ok", tmp_path / "ok", 0)
+    before = _tree(tmp_path)
+    with pytest.raises(ValueError, match="not inside --out"):
+        flow.extract_dataset([good, Sample(bad, tmp_path / "x", 0)], out,
+                             lambda s: np.zeros((3, 8, 8, 3), np.uint8), progress=False)
+    assert _tree(tmp_path) == before  # not even the good clip was written first
+
+
+@pytest.mark.parametrize("line", ["/etc 8 0", "../outside 8 0", "frames/../../x 8 0"])
+def test_list_file_paths_are_confined(line, tmp_path):
+    from stm_lib.data.datasets import read_list_file
+
+    lst = tmp_path / "train.txt"
+    lst.write_text(f"frames/a 8 0\n{line}\n")
+    with pytest.raises(ValueError, match=rf"{lst}:2: clip id"):
+        read_list_file(lst)
+
+
+# ---- 7. smaller: bytes that are not UTF-8, an absurd label ----------------------------------
+
+def test_non_utf8_annotation_named_by_file_and_line(tmp_path, capsys):
+    from test_data import make_ssv1
+
+    root = make_ssv1(tmp_path / "ss")
+    ann = root / "something-something-v1-train.csv"
+    ann.write_bytes(ann.read_bytes() + b"1001;Holding \xff\xfe something\n")
+    assert main(_ssv1_flags(root, tmp_path / "run")) == 2
+    assert f"{ann}:5: not UTF-8 text" in _one_line_error(capsys.readouterr().err, "train")
+    assert main(["data", "check", "--dataset", "ssv1", "--data-root", str(root)]) == 1
+    assert f"{ann}:5: not UTF-8 text" in capsys.readouterr().out
+
+
+def test_absurd_label_refused_in_one_line(tmp_path, capsys):
+    from test_data import make_list
+
+    train_list, val_list = make_list(tmp_path / "list")
+    train_list.write_text(train_list.read_text() + "frames/train0 20 99999999\n")
+    argv = ["train", "--dataset", "list", "--list-file", str(train_list), "--val-list-file", str(val_list),
+            "--model", "tsm", "--frames", "4", "--input-size", "32", "--width-mult", "0.25", "--epochs", "1",
+            "--batch-size", "2", "--num-workers", "0", "--no-progress", "--no-tensorboard", "--out",
+            str(tmp_path / "run")]
+    assert main(argv) == 2
+    assert f"{train_list}:5: label 99999999 is not a plausible class index" in _one_line_error(
+        capsys.readouterr().err, "train")

@@ -7,6 +7,7 @@ file (and line) at fault. Layouts: notes/implementation-facts.md, "Dataset layou
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -42,13 +43,37 @@ def _need_dir(p: Path, what: str) -> Path:
     return p
 
 
+def _text(path: Path) -> str:
+    """A text file's content; bytes that are not UTF-8 are named by file and line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        no = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}:{no}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
+                         "save the file as UTF-8") from None
+
+
 def _lines(path: Path):
     """(line number, stripped text) of the non-blank lines of a text file."""
-    with open(path, encoding="utf-8") as f:
-        for no, line in enumerate(f, 1):
-            line = line.strip()
-            if line:
-                yield no, line
+    for no, line in enumerate(_text(path).split("\n"), 1):
+        line = line.strip()
+        if line:
+            yield no, line
+
+
+MAX_CLASSES = 100_000  # a label beyond this is a typo or a corrupt file, not a class index
+
+
+def confined(rel: str, where: str) -> str:
+    """A clip id or relative path read from an annotation file, refused when it could leave the
+    dataset folder: an absolute path or a `..` part (`../../victim`). Checked on the text, so a
+    dataset whose folders are symlinks to another disk still works. `where`: file:line."""
+    t = str(rel).replace("\\", "/")
+    if not t.strip() or t.startswith("/") or os.path.isabs(rel) or ".." in t.split("/") or t.strip() == ".":
+        raise ValueError(f"{where}: clip id {rel!r} is not a path inside the dataset folder "
+                         "(absolute or with '..'); refused")
+    return rel
 
 
 def _check_split(split: str) -> str:
@@ -76,7 +101,7 @@ def _read_semicolon_csv(root: Path, split: str, frames_dir: str, prefix: str):
         vid, text = fields[0].strip(), fields[1].strip()
         if text not in index:
             raise ValueError(f"{ann}:{no}: unknown label {text!r} (not in {labels_file.name})")
-        samples.append(Sample(vid, fdir / vid, index[text]))
+        samples.append(Sample(vid, fdir / confined(vid, f"{ann}:{no}"), index[text]))
     return classes, samples
 
 
@@ -92,8 +117,7 @@ def read_jester(root: Path, split: str, **_):
 
 def _load_json(path: Path):
     try:
-        with open(_need_file(path, "annotation file"), encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(_text(_need_file(path, "annotation file")))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
 
@@ -124,7 +148,8 @@ def read_ssv2(root: Path, split: str, **_):
         text = e["template"].replace("[", "").replace("]", "")
         if text not in labels:
             raise ValueError(f"{ann}: entry {n} (id {e['id']}): unknown label {text!r}")
-        samples.append(Sample(str(e["id"]), vdir / f"{e['id']}.webm", int(labels[text])))
+        vid = confined(str(e["id"]), f"{ann}: entry {n}")
+        samples.append(Sample(vid, vdir / f"{vid}.webm", int(labels[text])))
     return classes, samples
 
 
@@ -144,8 +169,7 @@ def _k400_csv(root: Path, split: str) -> Path:
 
 
 def _k400_rows(path: Path):
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f))
+    rows = list(csv.reader(io.StringIO(_text(path), newline="")))
     if not rows:
         raise ValueError(f"{path}: empty annotation file")
     header = [h.strip() for h in rows[0]]
@@ -179,8 +203,8 @@ def read_kinetics400(root: Path, split: str, **_):
     for no, label, yid, t0, t1 in _k400_rows(ann):
         if label not in index:
             raise ValueError(f"{ann}:{no}: unknown label {label!r} (not a class of {train_csv.name})")
-        vid = f"{yid}_{t0:06d}_{t1:06d}"
-        samples.append(Sample(vid, found.get(vid, vdir / label / f"{vid}.mp4"), index[label]))
+        vid = confined(f"{yid}_{t0:06d}_{t1:06d}", f"{ann}:{no}")
+        samples.append(Sample(vid, found.get(vid, vdir / confined(label, f"{ann}:{no}") / f"{vid}.mp4"), index[label]))
     return classes, samples
 
 
@@ -216,7 +240,7 @@ def read_ucf101(root: Path, split: str, fold: int = 1, **_):
         label = by_name[cls]
         if split == "train" and int(f[1]) - 1 != label:
             raise ValueError(f"{ann}:{no}: label {f[1]} does not match class folder {cls!r}")
-        samples.append(Sample(Path(rel).stem, vdir / rel, label))
+        samples.append(Sample(Path(rel).stem, vdir / confined(rel, f"{ann}:{no}"), label))
     return classes, samples
 
 
@@ -247,7 +271,7 @@ def read_hmdb51(root: Path, split: str, fold: int = 1, **_):
             if f[1] not in ("0", "1", "2"):
                 raise ValueError(f"{ann}:{no}: split tag must be 0, 1 or 2, got {f[1]!r}")
             if f[1] == want:
-                samples.append(Sample(Path(f[0]).stem, vdir / cls / f[0], label))
+                samples.append(Sample(Path(f[0]).stem, vdir / cls / confined(f[0], f"{ann}:{no}"), label))
     return classes, samples
 
 
@@ -269,7 +293,9 @@ def read_list_file(path: Path, root: Path | None = None):
             raise ValueError(f"{path}:{no}: num_frames and label must be integers: {line!r}") from None
         if label < 0:
             raise ValueError(f"{path}:{no}: negative label {label}")
-        samples.append(Sample(Path(f[0]).name, base / f[0], label, n))
+        if label >= MAX_CLASSES:
+            raise ValueError(f"{path}:{no}: label {label} is not a plausible class index (over {MAX_CLASSES:,} classes)")
+        samples.append(Sample(Path(f[0]).name, base / confined(f[0], f"{path}:{no}"), label, n))
     return samples
 
 

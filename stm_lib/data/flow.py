@@ -117,16 +117,28 @@ def read_stacks(clip_dir, starts, length: int) -> np.ndarray:
     return np.stack(out)
 
 
+def clip_folder(flow_root, clip_id: str) -> Path:
+    """`<flow_root>/<clip id>`, refused unless it lies strictly inside flow_root once resolved:
+    extraction replaces (rmtree) that folder, so an id like `../../victim` must never reach it."""
+    root = Path(flow_root)
+    out = root / clip_id
+    top = root.resolve()
+    if Path(clip_id).is_absolute() or top not in out.resolve().parents:
+        raise ValueError(f"clip id {clip_id!r}: its flow folder {out} is not inside --out {root}; refused")
+    return out
+
+
 def extract_dataset(samples, flow_root, read_frames, max_side: int = 0, progress: bool = True) -> dict:
     """Extract every sample's flow into `<flow_root>/<sample.id>`; clips already complete are
     kept. A clip that cannot be read is reported, not fatal. Returns counts and the failures."""
     from tqdm import tqdm
 
     root = Path(flow_root)
+    outs = [clip_folder(root, s.id) for s in samples]  # every id checked before anything is written
     done = skipped = 0
     failed: list[tuple[str, str]] = []
-    for s in tqdm(samples, desc="optical flow", unit="clip", disable=not progress, mininterval=1.0):
-        out = root / s.id
+    for s, out in tqdm(list(zip(samples, outs)), desc="optical flow", unit="clip", disable=not progress,
+                       mininterval=1.0):
         if is_complete(out):
             skipped += 1
             continue
