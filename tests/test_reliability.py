@@ -380,3 +380,49 @@ def test_absurd_label_refused_in_one_line(tmp_path, capsys):
     assert main(argv) == 2
     assert f"{train_list}:5: label 99999999 is not a plausible class index" in _one_line_error(
         capsys.readouterr().err, "train")
+
+
+# ---- 6. `stm data check` and the loader agree ------------------------------------------------
+
+def test_data_check_and_loader_agree_on_small_videos(tmp_path, capsys):
+    """Small H.264 clips written with PyAV: decord opens some of them (16 and 48 px) but fails
+    to read them, the loader falls back to PyAV. Check must call exactly the same clips good."""
+    import av
+    import numpy as np
+
+    from stm_lib.data.datasets import VideoDataset, read_list_file
+    from test_data import write_frames, write_video
+
+    if "libx264" not in av.codecs_available:
+        pytest.skip("PyAV without libx264")
+    lines = []
+    for size in (16, 32, 48):
+        for n in (9, 24):
+            a = np.zeros((n, size, size, 3), np.uint8)
+            a[..., 0] = (np.arange(n) * 9)[:, None, None]
+            write_video(tmp_path / "v" / f"h264_{size}_{n}.mp4", a, "libx264")
+            lines.append(f"v/h264_{size}_{n}.mp4 {n} {len(lines) % 2}")
+    write_video(tmp_path / "v" / "mpeg4.avi", np.full((12, 32, 48, 3), 90, np.uint8), "mpeg4")
+    write_frames(tmp_path / "v" / "frames", np.full((10, 32, 48, 3), 60, np.uint8))
+    lines += ["v/mpeg4.avi 12 0", "v/frames 10 1"]
+    lst = tmp_path / "good.txt"
+    lst.write_text("\n".join(lines) + "\n")
+
+    def loader_ok(sample) -> bool:
+        ds = VideoDataset([sample], ["0", "1"], 4, train=False, input_size=16, strict=True)
+        try:
+            return ds[0][0].shape == (1, 4, 3, 16, 16)
+        except Exception:
+            return False
+
+    samples = read_list_file(lst)
+    assert all(loader_ok(s) for s in samples)
+    assert main(["data", "check", "--dataset", "list", "--list-file", str(lst), "--min-frames", "8"]) == 0
+    assert capsys.readouterr().out.strip().endswith("OK")
+    # a broken one: both call it bad
+    (tmp_path / "v" / "junk.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    lst.write_text(lst.read_text() + "v/junk.mp4 12 0\n")
+    assert not loader_ok(read_list_file(lst)[-1])
+    assert main(["data", "check", "--dataset", "list", "--list-file", str(lst), "--min-frames", "8"]) == 1
+    out = capsys.readouterr().out
+    assert "corrupt (1):" in out and "junk" in out

@@ -47,16 +47,23 @@ class Report:
 def probe(path, min_frames: int = 8, backend: str = "auto", full: bool = False) -> tuple[str, int, str]:
     """Open one clip: `(status, num_frames, detail)`, status ok | missing | corrupt | too-short.
 
-    Reads the first, middle and last frame (all frames with `full`); for videos also compares
-    the decodable length with what the container header promises, which catches truncated
-    files that still open (a cut webm decodes its first frames without complaint)."""
+    Decodes through `decode.read_clip`, the loader's own chain (decord, then PyAV when decord
+    opens a file but fails to read it), so check and training never disagree about a clip. Reads
+    the first, middle and last frame (all frames with `full`); for videos also compares the
+    decodable length with what the container header promises, which catches truncated files
+    that still open (a cut webm decodes its first frames without complaint)."""
+    seen = {}
+
+    def choose(n: int) -> np.ndarray:
+        seen["n"] = n
+        return np.arange(n) if full else np.unique([0, n // 2, n - 1])
+
     try:
-        clip = decode.open_clip(path, backend)
-        n = clip.num_frames
-        idx = np.arange(n) if full else np.unique([0, n // 2, n - 1])
-        clip.read(idx)
-        if not isinstance(clip, decode.FrameFolder):
-            want = decode.expected_frames(clip.path)
+        decode.read_clip(path, choose, backend)
+        n = seen["n"]
+        media = decode.resolve(path)
+        if not media.is_dir():
+            want = decode.expected_frames(media)
             if want > 1.1 * n + 2:
                 return "corrupt", n, f"truncated: {n} frames decodable, header promises about {want}"
     except FileNotFoundError as e:
