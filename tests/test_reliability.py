@@ -426,3 +426,38 @@ def test_data_check_and_loader_agree_on_small_videos(tmp_path, capsys):
     assert main(["data", "check", "--dataset", "list", "--list-file", str(lst), "--min-frames", "8"]) == 1
     out = capsys.readouterr().out
     assert "corrupt (1):" in out and "junk" in out
+
+
+def test_killed_session_is_kept_in_run_json_and_stale_tmp_files_are_removed(tmp_path, capsys):
+    """A process dies hard (os._exit, as under SIGKILL: no `finally`) right after its epoch-1
+    checkpoint; a stale temporary file of an interrupted write is left too. The resumed run
+    removes the file, and run.json lists both starts, their seconds summing to its wall time."""
+    import json
+    import subprocess
+    import sys
+
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    flags = _tiny_flags(out, cache, "--epochs", "2", "--max-steps-per-epoch", "2")
+    die = ("import os, sys\n"
+           "from stm_lib.engine import checkpoint as ckpt\n"
+           "real = ckpt.atomic_save\n"
+           "def save(obj, path):\n"
+           "    real(obj, path)\n"
+           "    if path.name == ckpt.LAST and obj['epoch'] == 1:\n"
+           "        os._exit(9)\n"
+           "ckpt.atomic_save = save\n"
+           "from stm_lib.cli import main\n"
+           "sys.exit(main(sys.argv[1:]))\n")
+    r = subprocess.run([sys.executable, "-c", die, *flags], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 9, r.stderr[-2000:]
+    stale = out / ".checkpoint_last.pt.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert main(flags + ["--resume"]) == 0
+    assert not stale.exists() and not list(out.glob(".*.tmp"))
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["sessions"]) == 2 and run["status"] == "finished"
+    first, second = run["sessions"]
+    assert first["status"].startswith("killed") and first["seconds"] > 0
+    assert second["resumed_from_epoch"] == 1 and second["status"] == "finished"
+    assert run["wall_time_s"] == pytest.approx(first["seconds"] + second["seconds"], abs=1e-3)

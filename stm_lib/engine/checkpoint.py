@@ -131,7 +131,8 @@ def config_of(state: dict, path: str | Path):
 
 def _short(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(e).__name__)[:200]
+    first = lines[0] if lines else type(e).__name__
+    return first.split(". ")[0][:200]  # torch's messages go on for sentences
 
 
 def clean_stale_tmp(folder: str | Path) -> list[Path]:

@@ -179,7 +179,7 @@ def cmd_train(args) -> int:
     try:
         out = train(cfg, command=shlex.join(["stm"] + sys.argv[1:]))
     except NonFiniteLossError as e:
-        print(f"stm train: {e}", file=sys.stderr)
+        print(f"stm train: error: {e}", file=sys.stderr)
         return 3
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {out}")

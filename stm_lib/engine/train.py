@@ -572,7 +572,7 @@ def _write_provenance(out: Path, cfg: Config, session: dict, info: D.DistInfo) -
     sessions = [s for s in prev.get("sessions", []) if s.get("id") != session["id"]]
     for s in sessions:  # a session still "running" that is not this one was killed (no finally)
         if s.get("status") == "running":
-            s["status"] = "killed (no clean exit; seconds counted to its last checkpoint)"
+            s["status"] = "killed (no clean exit; seconds counted to its last run.json update, written at every checkpoint)"
     sessions.append(dict(session))
     tc = cfg.train
     run = {
