@@ -242,6 +242,10 @@ def test_a_run_whose_clips_all_fail_exits_nonzero(tmp_path, capsys):
     line = _one_line_error(capsys.readouterr().err, "train")
     assert "no training clip could be read (4 of 4 failed)" in line
     assert not list(out.glob("*.pt"))
+    with pytest.warns(RuntimeWarning, match="skipping clip"):  # mid-epoch checkpoints are refused too
+        assert main(_ssv1_flags(root, tmp_path / "mid", "--checkpoint-every-steps", "1")) == 2
+    assert "epoch 1: no training clip" in _one_line_error(capsys.readouterr().err, "train")
+    assert not list((tmp_path / "mid").glob("*.pt"))
     # an impossible input size (every clip raised before) is refused up front
     assert main(_ssv1_flags(root, tmp_path / "run0", "--input-size", "0")) == 2
     assert "--input-size must be positive" in _one_line_error(capsys.readouterr().err, "train")

@@ -294,7 +294,8 @@ def read_list_file(path: Path, root: Path | None = None):
         if label < 0:
             raise ValueError(f"{path}:{no}: negative label {label}")
         if label >= MAX_CLASSES:
-            raise ValueError(f"{path}:{no}: label {label} is not a plausible class index (over {MAX_CLASSES:,} classes)")
+            raise ValueError(f"{path}:{no}: label {label} is not a plausible class index "
+                             f"(over {MAX_CLASSES:,} classes)")
         samples.append(Sample(Path(f[0]).name, base / confined(f[0], f"{path}:{no}"), label, n))
     return samples
 

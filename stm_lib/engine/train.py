@@ -268,6 +268,7 @@ def train(cfg: Config, command: str | None = None) -> Path:
                 if tc.checkpoint_every_steps > 0 and nxt % tc.checkpoint_every_steps == 0 and nxt < steps_per_epoch:
                     # mid-epoch checkpoint: global sums so far, then a fresh random segment
                     sums = D.all_reduce_sum(acc.clone().to(dev)).cpu()
+                    _check_skipped("training", epoch, int(sums[4]), int(sums[3]), tc.max_skipped)
                     _check_finite(raw, optimizer, dev, info, epoch, nxt - 1, out, last_saved, lr)
                     if info.is_main:
                         mid = {"step": nxt, "sums": sums.tolist(), "train_time_s": t_train + time.time() - t0}
@@ -425,7 +426,9 @@ def _check_same_run(cfg: Config, state: dict, log, path: Path) -> None:
         raise ValueError("cannot resume with a changed optimiser setting (the checkpoint's optimiser state "
                          "would keep the old one): " + "; ".join(fixed) + "; start a new --out instead")
     for k, v in saved.train.__dict__.items():  # applied as given (lr: see _rescale_lr)
-        if k not in ("resume", "epochs", "device", "out", "lr", "lr_scale") and _norm(getattr(cfg.train, k)) != _norm(v):
+        if k in ("resume", "epochs", "device", "out", "lr", "lr_scale"):
+            continue
+        if _norm(getattr(cfg.train, k)) != _norm(v):
             log(f"warning: resuming with train.{k}={getattr(cfg.train, k)!r} (checkpoint: {v!r})")
 
 
@@ -446,10 +449,11 @@ def _check_skipped(what: str, epoch: int, skipped: int, ok: int, max_share: floa
     hint = "the 'skipping clip' warnings above name them; `stm data check` lists every bad clip"
     if ok == 0:
         raise DataFailureError(f"epoch {epoch + 1}: no {what} clip could be read ({skipped} of {total} failed); "
-                               f"nothing was saved; {hint}")
+                               f"this epoch was not saved; {hint}")
     if skipped > max_share * total:
         raise DataFailureError(f"epoch {epoch + 1}: {skipped} of {total} {what} clips ({100 * skipped / total:.0f}%) "
-                               f"failed to load, more than --max-skipped {max_share:g}; nothing was saved; {hint}")
+                               f"failed to load, more than --max-skipped {max_share:g}; this epoch was not saved; "
+                               f"{hint}")
 
 
 def _where(state: dict) -> str:
@@ -572,7 +576,8 @@ def _write_provenance(out: Path, cfg: Config, session: dict, info: D.DistInfo) -
     sessions = [s for s in prev.get("sessions", []) if s.get("id") != session["id"]]
     for s in sessions:  # a session still "running" that is not this one was killed (no finally)
         if s.get("status") == "running":
-            s["status"] = "killed (no clean exit; seconds counted to its last run.json update, written at every checkpoint)"
+            s["status"] = ("killed (no clean exit; seconds counted to its last run.json update, "
+                           "written at every checkpoint)")
     sessions.append(dict(session))
     tc = cfg.train
     run = {
