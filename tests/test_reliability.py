@@ -150,6 +150,27 @@ def test_forced_nan_leaves_no_nonfinite_tensor_on_disk(poison, at_step, tmp_path
     assert last["epoch"] == 1 and (last["partial"] or {}).get("step") == (2 if poison == "weight" else None)
 
 
+def test_inf_gradient_with_a_finite_loss_stops_the_run(tmp_path, capsys, monkeypatch):
+    """Gradient clipping turns an inf gradient into NaN weights (inf * 0); the guard must see
+    the gradient norm itself, since the loss of that step was finite."""
+    real_clip = torch.nn.utils.clip_grad_norm_
+    calls = {"n": 0}
+
+    def clip(params, *a, **k):  # the gradients reach clipping with an inf in the last step of epoch 1
+        params = [p for p in params if p.grad is not None]
+        calls["n"] += 1
+        if calls["n"] == 4:
+            params[0].grad.fill_(float("inf"))
+        return real_clip(params, *a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    out = tmp_path / "run"
+    rc = main(_tiny_flags(out, tmp_path / "cache", "--epochs", "2", "--max-steps-per-epoch", "4"))
+    assert rc == 3 and "non-finite gradient norm (inf) at epoch 1 step 4" in capsys.readouterr().err
+    for p in out.glob("*.pt"):
+        assert _nonfinite(torch.load(p, weights_only=True)) == [], p.name
+
+
 def test_huge_lr_stops_with_every_checkpoint_finite(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(_tiny_flags(out, tmp_path / "cache", "--lr", "1e6", "--epochs", "3", "--checkpoint-every-steps", "1"))
