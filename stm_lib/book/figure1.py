@@ -35,7 +35,7 @@ def load_weights(frames: int, pretrained: str | None = None, runs: str | Path = 
     "ImageNet", "proxy-trained" or "initialised")."""
     from stm_lib.config import ModelConfig
     from stm_lib.models import build_model
-    from stm_lib.profile import resolve_device
+    from stm_lib.engine.distributed import resolve_device
 
     device = resolve_device(device)
     if pretrained:

@@ -18,9 +18,7 @@ import dataclasses
 import io
 import math
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 import warnings
@@ -30,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from stm_lib import provenance as P
 from stm_lib.config import Config
 from stm_lib.engine import checkpoint as ckpt
 from stm_lib.engine import distributed as D
@@ -428,53 +427,19 @@ def _write_provenance(out: Path, cfg: Config, session: dict, info: D.DistInfo) -
     sessions = prev.get("sessions", []) + [session]
     tc = cfg.train
     run = {
-        "git": _git(),
+        "git": P.git_state(),
         "seed": tc.seed,
         "command": sessions[0]["command"],
         "effective_lr": effective_lr(tc.lr, tc.batch_size, tc.lr_scale),
         "global_batch": tc.batch_size,
         "world_size": info.world_size,
-        "hardware": _hardware(info),
-        "versions": _versions(),
+        "hardware": P.hardware(str(info.device)),
+        "versions": P.versions(),
         "status": session["status"],
         "wall_time_s": round(sum(s.get("seconds", 0.0) for s in sessions), 3),
         "sessions": sessions,
     }
     ckpt.atomic_write_json(path, run)
-
-
-def _git() -> dict:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-        return {"commit": commit, "dirty": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def _hardware(info: D.DistInfo) -> dict:
-    hw = {"host": platform.node(), "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-          "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(info.device)}
-    if torch.cuda.is_available():
-        hw["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return hw
-
-
-def _versions() -> dict:
-    v = {"python": platform.python_version(), "torch": torch.__version__}
-    try:
-        import torchvision
-
-        v["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
-    import stm_lib
-
-    v["stm_lib"] = stm_lib.__version__
-    return v
 
 
 def _tensorboard(out: Path):
