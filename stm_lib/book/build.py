@@ -34,8 +34,13 @@ class BookError(ValueError):
 
 
 def page_name(table: str) -> str:
-    """"5" -> "table5"; "figure1" -> "figure1" (also the notebook's and the runs/ folder's name)."""
-    return table if not table[0].isdigit() else f"table{table}"
+    """"5" -> "table5": the page's, the notebook's and the runs/ folder's name."""
+    return TABLES[table].notebook
+
+
+def _chapter(table: str) -> bool:
+    """A chapter of the book's own (beyond the paper's tables): listed apart, never required."""
+    return getattr(TABLES[table], "chapter", False)
 
 
 def load_results(runs: Path) -> dict[str, dict[str, tuple[Result, Path]]]:
@@ -120,8 +125,8 @@ def _write_toc(src: Path, chosen: dict[str, str]) -> None:
              "format: jb-book", "root: book/intro", "parts:",
              "  - caption: The method", "    chapters:", "      - file: book/method",
              "  - caption: The paper's tables, reproduced", "    chapters:"]
-    lines += [f"      - file: tables/{page_name(t)}" for t in TABLES if t in chosen and not TABLES[t].chapter]
-    extra = [t for t in TABLES if t in chosen and TABLES[t].chapter]
+    lines += [f"      - file: tables/{page_name(t)}" for t in TABLES if t in chosen and not _chapter(t)]
+    extra = [t for t in TABLES if t in chosen and _chapter(t)]
     if extra:
         lines += ["  - caption: Beyond the paper", "    chapters:"]
         lines += [f"      - file: tables/{page_name(t)}" for t in extra]
@@ -142,7 +147,7 @@ def build(runs: str | Path = "runs", out: str | Path = ".", allow_missing: bool 
         print(f"stm book: error: {e}", file=sys.stderr)
         return 2
     chosen = published(results)
-    missing = [page_name(t) for t in TABLES if t not in chosen and not TABLES[t].chapter]
+    missing = [page_name(t) for t in TABLES if t not in chosen and not _chapter(t)]
     if missing and not allow_missing:
         print(f"stm book: error: no complete run for {', '.join(missing)} under {runs}; run e.g. "
               f"`make reproduce TABLE={missing[0].removeprefix('table')} PROFILE=smoke` (or pass --allow-missing)",

@@ -80,7 +80,7 @@ def measured_text(row: Row, metric: str) -> str:
     if s is not None:
         text += f" ± {_fmt(metric, s)}"
     if metric in ("params_m", "flops_g") and row.exact(metric):
-        text += " ✓"
+        text += "\u00a0✓"
     return text
 
 
