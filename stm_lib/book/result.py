@@ -44,6 +44,8 @@ class SeedRun:
     converged: bool | None = None          # stats.CONVERGENCE_RULE on val_top1; None: not checked
     config: dict | None = None             # the resolved Config.to_dict() of this run
     wall_time_s: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)   # this seed's values (row metric names)
+    cache: str | None = None               # run-cache key (runner.cache_key): one run serves every table
 
 
 @dataclass
@@ -287,9 +289,9 @@ def _row_from(d: dict, where: str) -> Row:
     rest = {k: v for k, v in d.items() if k not in derived}
     kw = _fields(Row, rest, where, skip=("seeds", "runs", "complexity", "speed"))
     kw["seeds"] = seeds
-    kw["runs"] = [SeedRun(**_fields(SeedRun, s, f"{where}: runs[{i}]")) for i, s in enumerate(_list(rest, "runs", where))]
+    kw["runs"] = [SeedRun(**_fields(SeedRun, s, f"{where}: runs[{i}]")) for i, s in enumerate(rest.get("runs", []))]
     for key, klass in (("complexity", Complexity), ("speed", Speed)):
-        v = _need(rest, key, where)
+        v = rest.get(key)
         kw[key] = None if v is None else klass(**_fields(klass, v, f"{where}: {key}"))
     if kw["status"] not in STATUSES:
         raise SchemaError(f"{where}: status {kw['status']!r} is not one of {', '.join(STATUSES)}")
@@ -304,15 +306,16 @@ def _claim_from(d: dict, where: str) -> Claim:
 
 
 def _fields(klass, d: dict, where: str, skip: tuple = ()) -> dict:
-    """The dataclass fields of `klass` from `d`: every field present (defaults are written too),
-    no unknown keys."""
+    """The dataclass fields of `klass` from `d`: every field without a default must be present (a
+    field added later with a default may be absent in older files); no unknown keys."""
     if not isinstance(d, dict):
         raise SchemaError(f"{where}: expected an object, got {type(d).__name__}")
-    names = [f.name for f in dataclasses.fields(klass)]
-    unknown = set(d) - set(names) - set(skip)
+    fs = [f for f in dataclasses.fields(klass) if f.name not in skip]
+    unknown = set(d) - {f.name for f in dataclasses.fields(klass)} - set(skip)
     if unknown:
         raise SchemaError(f"{where}: unknown field(s) {sorted(unknown)}")
-    return {n: _need(d, n, where) for n in names if n not in skip}
+    required = {f.name for f in fs if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    return {f.name: _need(d, f.name, where) for f in fs if f.name in required or f.name in d}
 
 
 def _need(d: dict, key: str, where: str):
