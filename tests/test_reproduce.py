@@ -148,3 +148,29 @@ def test_table5_smoke_end_to_end(tmp_path):
     assert r6.row("tsn").seeds["top1"] == rows["tsn"].seeds["top1"]          # the same runs, not retrained
     assert {s.cache for s in r6.row("tsn").runs} <= set(cache)
     assert len(list((tmp_path / "_cache").iterdir())) == 10                  # + stm-concat x 2 seeds only
+
+
+def test_plan_follows_the_paper_at_full_and_seeds_vary_only_the_seed():
+    full = {(rid, seed): c for rid, _, seed, c in runner.plan("9", "full", data_root="/data/ssv1")}
+    assert set(full) == {("tsm-8", 0), ("tsm-16", 0), ("stm-8", 0), ("stm-16", 0)}
+    for (rid, _), c in full.items():   # section 4.2: 8 x 8 = 64 clips at 8 frames, 8 x 4 = 32 at 16, lr 0.01
+        assert c.model.frames == (8 if rid.endswith("-8") else 16)
+        assert c.train.batch_size == (64 if c.model.frames == 8 else 32)
+        assert c.train.lr == 0.01 and c.train.lr_scale is False and (c.data.test_clips, c.data.test_crops) == (10, 3)
+    proxy = runner.plan("5", "proxy", seeds=3, overrides={"model": {"dropout": 0.0}})
+    assert len(proxy) == 4 * 3
+    for rid in ("tsn", "cstm", "cmm", "stm"):
+        cs = [c for r, _, _, c in proxy if r == rid]
+        assert [c.train.seed for c in cs] == [0, 1, 2] and {c.data.proxy_seed for c in cs} == {0}
+        assert all(c.model.dropout == 0.0 for c in cs)
+        assert len({json.dumps(dict(c.to_dict(), train={**c.to_dict()["train"], "seed": 0}), default=list)
+                    for c in cs}) == 1   # nothing but the seed differs
+        keys = {runner.cache_key(c) for c in cs}
+        assert len(keys) == 3
+    c = proxy[0][3]
+    assert runner.cache_key(c) == runner.cache_key(c.update("train", out="/elsewhere", device="cpu"))
+    assert runner.cache_key(c) != runner.cache_key(c.update("train", lr=0.03))
+    with pytest.raises(ValueError, match="unknown section"):
+        runner.plan("5", "smoke", overrides={"optim": {"lr": 1}})
+    with pytest.raises(ValueError, match="distinct seed values"):
+        runner.plan("5", "smoke", seeds=[1, 1])

@@ -41,19 +41,43 @@ def run(table: str | Table, profile: str = "proxy", seeds: int | list[int] | Non
         cache_dir: str | None = None) -> Result:
     """Train and evaluate every trainable row of `table` under `profile` with `seeds` (a count,
     or explicit seed values; None: the profile's count, GPU_SEEDS for proxy on a GPU)."""
+    r = _make(table, profile, seeds, dataset, data_root, frames, epochs, device, out_dir, overrides, models, cache_dir)
+    _set_threads(threads if threads is not None else r.p.get("threads"))
+    r.out.mkdir(parents=True, exist_ok=True)
+    return r.go()
+
+
+def plan(table: str | Table, profile: str = "proxy", seeds: int | list[int] | None = None, *,
+         dataset: str | None = None, data_root: str | None = None, frames: int | None = None,
+         epochs: int | None = None, device: str = "auto", overrides: dict | None = None,
+         models: list[str] | None = None) -> list[tuple[str, str, int, Config]]:
+    """Every run `run` would train, without training anything: (row id, part, seed, Config).
+    Fine-tuning runs (Table 4) name their pre-trained weights "<pretrain:MODEL:sSEED>"."""
+    r = _make(table, profile, seeds, dataset, data_root, frames, epochs, device, "runs/scratch", overrides, models,
+              None)
+    rows, out = r.rows(), []
+    parts = ([r.t.pretrain] if r.t.pretrain else []) + list(r.t.parts)
+    for part in parts:
+        for row in rows:
+            if row.reason or (part is r.t.pretrain and "Kinetics" not in str(row.info.get("pretrain", ""))):
+                continue
+            for seed in r.seeds:
+                init = (f"<pretrain:{row.model}:s{seed}>" if r.t.pretrain and part is not r.t.pretrain
+                        and "Kinetics" in str(row.info.get("pretrain", "")) else None)
+                out.append((row.id, part.name, seed, r.config(row.model, row.run_frames, part.name, seed, init,
+                                                              finetune=init is not None)))
+    return out
+
+
+def _make(table, profile, seeds, dataset, data_root, frames, epochs, device, out_dir, overrides, models,
+          cache_dir) -> "_Run":
     t = get(table.id if isinstance(table, Table) else table)
     p = check_profile(profile)
     if profile == "full" and not data_root:
         raise ValueError("profile 'full' trains on the real dataset: pass data_root (make reproduce ... "
                          "DATA_ROOT=/path/to/dataset)")
-    _set_threads(threads if threads is not None else p.get("threads"))
-    seed_list = _seeds(seeds, profile)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cache = Path(cache_dir) if cache_dir else CACHE
-    r = _Run(t, profile, p, seed_list, dataset, data_root, frames, epochs, device, out, overrides or {},
-             models, cache)
-    return r.go()
+    return _Run(t, profile, p, _seeds(seeds, profile), dataset, data_root, frames, epochs, device, Path(out_dir),
+                overrides or {}, models, Path(cache_dir) if cache_dir else CACHE)
 
 
 def _seeds(seeds, profile: str) -> list[int]:
