@@ -126,6 +126,9 @@ def test_editing_the_seeds_changes_the_result():
     d = json.loads(_result().to_json())
     d["rows"][0].update(top1_seeds=[50.0, 50.0, 50.0], top1=50.0, top1_std=0.0)
     assert Result.from_dict(d).row("stm").value("top1") == 50.0
+    d["rows"][0].update(top1_seeds=[50.0, 52.0, 54.0])
+    del d["rows"][0]["top1"], d["rows"][0]["top1_std"]   # derived values may be left out
+    assert Result.from_dict(d).row("stm").std("top1") == 2.0
 
 
 def test_exact_at_the_papers_precision():

@@ -7,8 +7,8 @@ sample std are derived (and written beside them for readers of the JSON):
     "top1_seeds": [41.0, 43.5, 42.0], "top1": 42.17, "top1_std": 1.26
 
 `from_json` refuses an unknown schema version, a missing or unknown field, a status or verdict
-outside its vocabulary, and a stored mean that is not the mean of its seeds, with one line naming
-the problem. Accuracies are percentages; the paper's values are kept as the paper printed them
+outside its vocabulary, and a stored mean or std that does not follow from its seeds (they may be
+left out: they are derived), with one line naming the problem. Accuracies are percentages; the paper's values are kept as the paper printed them
 ("72.0", "23.88") so a page shows the paper's precision.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,8 @@ class Result:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
+        """Indented JSON with each flat list on one line (per-seed values are easy to edit)."""
+        return _one_line_lists(json.dumps(self.to_dict(), indent=1, allow_nan=False)) + "\n"
 
     def save(self, path: str | Path) -> Path:
         from stm_lib.io import atomic_write_text
@@ -277,13 +279,14 @@ def _row_from(d: dict, where: str) -> Row:
         if not isinstance(xs, list) or not xs or not all(_is_num(x) for x in xs):
             raise SchemaError(f"{where}: {m}_seeds must be a non-empty list of numbers, got {xs!r}")
         for key, want in ((m, stats.mean(xs)), (f"{m}_std", stats.std(xs))):
-            got = d.get(key, "missing")
-            if got == "missing":
-                raise SchemaError(f"{where}: missing field {key!r} (derived from {m}_seeds)")
+            if key not in d:   # derived: may be left out
+                continue
+            got = d[key]
             if (got is None) != (want is None) or (want is not None and not (_is_num(got) and math.isclose(
                     got, want, rel_tol=1e-6, abs_tol=1e-6))):
                 raise SchemaError(f"{where}: {key} = {got!r} does not match {m}_seeds {xs!r} (expected {want!r}); "
-                                  f"edit the per-seed values, the mean and std are derived from them")
+                                  f"{m} and {m}_std are derived from {m}_seeds: edit the per-seed values and "
+                                  f"update or delete {m} and {m}_std")
         seeds[m] = [float(x) for x in xs]
     derived = {f"{m}{s}" for m in metrics for s in ("", "_seeds", "_std")}
     rest = {k: v for k, v in d.items() if k not in derived}
@@ -329,6 +332,16 @@ def _list(d: dict, key: str, where: str) -> list:
     if not isinstance(v, list):
         raise SchemaError(f"{where}: {key} must be a list")
     return v
+
+
+def _one_line_lists(text: str) -> str:
+    def join(m):
+        try:
+            return json.dumps(json.loads(m.group(0)))
+        except ValueError:   # a bracket inside a string: leave it as it is
+            return m.group(0)
+
+    return re.sub(r"\[[^\[\]{}]*\]", join, text)
 
 
 def _is_num(x) -> bool:
