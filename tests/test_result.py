@@ -139,6 +139,9 @@ def test_exact_at_the_papers_precision():
     assert r.exact("params_m") is True         # 23.875886 -> 23.88
     assert r.exact("flops_g") is False         # 32.924 -> 32.92, paper 32.93
     assert r.exact("top1") is None
+    r.info["pretrain"] = "ImageNet"
+    assert (r.get("paper:params_m"), r.get("params_m"), r.get("setting"), r.get("pretrain"), r.get("top1")) == \
+        ("23.88", 23.875886, "Channel-wise", "ImageNet", None)
     assert isinstance(Claim("a", "b", "top1", [None, None], [None, None], "not resolved", "not measured"), Claim)
 
 

@@ -107,6 +107,21 @@ class Row:
     def std(self, metric: str) -> float | None:
         return stats.std(self.seeds.get(metric, []))
 
+    def get(self, key: str):
+        """The raw value behind a `Table.columns` key: "paper:<metric>" (the paper's string), a
+        measured metric (mean over seeds), params_m / flops_g / videos_per_s, ratio_vs_tsm /
+        ratio_vs_tsn, a Row field, or an `info` column (backbone, pretrain, stage, blocks)."""
+        if key.startswith("paper:"):
+            return self.paper.get(key.removeprefix("paper:"))
+        v = self.value(key)
+        if v is not None:
+            return v
+        if key.startswith("ratio_vs_") and self.speed:
+            return getattr(self.speed, key, None)
+        if key in _ROW_SIMPLE and key not in ("info", "paper", "n_val"):
+            return getattr(self, key)
+        return self.info.get(key)
+
     def paper_value(self, metric: str) -> float | None:
         s = self.paper.get(metric)
         return None if s is None else float(s)

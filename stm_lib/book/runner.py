@@ -224,7 +224,8 @@ class _Run:
                 "proxy": {k: v for k, v in d.items() if k.startswith("proxy_")} or None,
                 "parts": {x.name: self.t.data(self.profile, x.name) for x in self.t.parts if x.name},
                 "overrides": self.overrides or None, "models": self.models,
-                "convergence_rule": stats.CONVERGENCE_RULE, "frames_semantics": self.t.frames}
+                "convergence_rule": stats.CONVERGENCE_RULE, "frames_semantics": self.t.frames,
+                "stm_channels": model_channels(self.config("stm", 8, part, 0).model) if self.t.train else None}
 
     # ---- training ---------------------------------------------------------------------------
     def train_part(self, rows: list[Row], part, pretrained: dict) -> None:
@@ -335,6 +336,30 @@ class _Run:
                                      res["videos_per_s"] / measured[("tsn", t)]["videos_per_s"],
                                      res["videos_per_s"] / measured[("tsm", t)]["videos_per_s"], sp)
         self.speed_setting = {**sp, "device": next(iter(measured.values()))["device"]}
+
+
+def model_channels(mcfg) -> dict:
+    """Per stage of the model `mcfg` describes (as configured, overrides included): bottleneck
+    width, block output channels and CMM channels, so a page states the model it trained (at width
+    x0.25 the CMM of the paper's r = 16 can be down to one channel: issue 10)."""
+    import dataclasses as dc
+
+    from stm_lib.models import build_model
+
+    m = build_model(dc.replace(mcfg, num_classes=max(mcfg.num_classes, 2), pretrained=None))
+    out = {}
+    for i in range(1, 5):
+        blk = getattr(m, f"layer{i}", None)
+        if blk is None:
+            continue
+        b0 = blk[0]
+        stage = {"width": int(b0.conv1.weight.shape[0]), "out": int(b0.conv3.weight.shape[0])}
+        cmm = getattr(b0, "cmm", None)
+        reduce = getattr(cmm, "reduce", None)
+        if reduce is not None and hasattr(reduce, "weight"):
+            stage["cmm_channels"] = int(reduce.weight.shape[0])
+        out[f"stage{i + 1}"] = stage
+    return out
 
 
 # ---- the run cache ------------------------------------------------------------------------------
