@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("torch", "torchvision", "numpy", "fvcore", "papermill", "opencv-contrib-python-headless", "decord", "av",
+PACKAGES = ("torch", "torchvision", "numpy", "pillow", "fvcore", "papermill", "opencv-contrib-python-headless", "decord", "av",
             "stm-lib")
 
 

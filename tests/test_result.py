@@ -126,6 +126,9 @@ def test_editing_the_seeds_changes_the_result():
     d = json.loads(_result().to_json())
     d["rows"][0].update(top1_seeds=[50.0, 50.0, 50.0], top1=50.0, top1_std=0.0)
     assert Result.from_dict(d).row("stm").value("top1") == 50.0
+    d["rows"][0].update(top1_seeds=[50.0, 52.0, 54.0])
+    del d["rows"][0]["top1"], d["rows"][0]["top1_std"]   # derived values may be left out
+    assert Result.from_dict(d).row("stm").std("top1") == 2.0
 
 
 def test_exact_at_the_papers_precision():
@@ -136,4 +139,42 @@ def test_exact_at_the_papers_precision():
     assert r.exact("params_m") is True         # 23.875886 -> 23.88
     assert r.exact("flops_g") is False         # 32.924 -> 32.92, paper 32.93
     assert r.exact("top1") is None
+    r.info["pretrain"] = "ImageNet"
+    assert (r.get("paper:params_m"), r.get("params_m"), r.get("setting"), r.get("pretrain"), r.get("top1")) == \
+        ("23.88", 23.875886, "Channel-wise", "ImageNet", None)
     assert isinstance(Claim("a", "b", "top1", [None, None], [None, None], "not resolved", "not measured"), Claim)
+
+
+# ---- migration of schema-1 files -------------------------------------------------------------------
+
+def test_from_legacy_turns_prose_into_values(tmp_path):
+    from stm_lib.book.migrate import migrate, status_of
+
+    assert status_of("exact (params, FLOPs); speed: measured here; not run: budget (16 frames)", "proxy", True) \
+        == ("exact", "budget (16 frames)")
+    assert status_of("params exact; FLOPs -0.006G; top-1: proxy", "proxy", True) == ("proxy", "")
+    assert status_of("not run: other method", "proxy", False) == ("not_run", "other method")
+    assert status_of("speed: measured here; reference row", "proxy", False) == ("not_run", "speed reference")
+    run = tmp_path / "table5" / "proxy"
+    (run / "train" / "stm").mkdir(parents=True)
+    (run / "train" / "stm" / "metrics.jsonl").write_text(
+        "".join(json.dumps({"epoch": e, "val_top1": v, "train_loss": 1.0 / e}) + "\n"
+                for e, v in enumerate([0.2, 0.41, 0.42], 1)))
+    legacy = {"table": "5", "caption": "c", "profile": "proxy", "settings": {"seed": 0, "proxy": {"proxy_classes": 10}},
+              "rows": [{"id": "stm", "setting": "STM", "model": "stm", "frames": 8, "paper_top1": 49.2,
+                        "status": "proxy", "top1": 42.5, "top5": 100.0, "n_val": 200, "run": "train/stm",
+                        "run_frames": 8},
+                       {"id": "cmm", "setting": "CMM", "model": "cmm", "frames": 8, "paper_top1": 44.1,
+                        "status": "proxy", "top1": 8.5, "n_val": 200}],
+              "claims": [{"better": "stm", "worse": "cmm", "verdict": "holds"}], "figures": [], "notes": [],
+              "provenance": {"git": {"commit": "e" * 40, "dirty": True}}}
+    (run / "results.json").write_text(json.dumps(legacy))
+    assert migrate(tmp_path) == [run / "results.json"] and migrate(tmp_path) == []   # once
+    res = Result.load(run / "results.json")
+    stm = res.row("stm")
+    assert stm.seeds["top1"] == [42.5] and stm.std("top1") is None and stm.n_val["top1"] == 200
+    assert stm.runs[0].val_top1 == [20.0, 41.0, 42.0] and stm.runs[0].converged is True
+    assert [(c.better, c.worse) for c in res.claims] == [("stm", "cmm")]
+    assert res.claims[0].verdict == "not resolved" and res.claims[0].why == "one seed"   # was "holds"
+    assert res.row("cmm").paper["top1"] == "44.1" and res.chance == {"top1": 10.0}
+    assert res.provenance["git"]["commit"] == "e" * 40 and "migrated" in res.provenance

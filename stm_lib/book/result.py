@@ -7,8 +7,8 @@ sample std are derived (and written beside them for readers of the JSON):
     "top1_seeds": [41.0, 43.5, 42.0], "top1": 42.17, "top1_std": 1.26
 
 `from_json` refuses an unknown schema version, a missing or unknown field, a status or verdict
-outside its vocabulary, and a stored mean that is not the mean of its seeds, with one line naming
-the problem. Accuracies are percentages; the paper's values are kept as the paper printed them
+outside its vocabulary, and a stored mean or std that does not follow from its seeds (they may be
+left out: they are derived), with one line naming the problem. Accuracies are percentages; the paper's values are kept as the paper printed them
 ("72.0", "23.88") so a page shows the paper's precision.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class SeedRun:
     converged: bool | None = None          # stats.CONVERGENCE_RULE on val_top1; None: not checked
     config: dict | None = None             # the resolved Config.to_dict() of this run
     wall_time_s: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)   # this seed's values (row metric names)
+    cache: str | None = None               # run-cache key (runner.cache_key): one run serves every table
 
 
 @dataclass
@@ -103,6 +106,21 @@ class Row:
 
     def std(self, metric: str) -> float | None:
         return stats.std(self.seeds.get(metric, []))
+
+    def get(self, key: str):
+        """The raw value behind a `Table.columns` key: "paper:<metric>" (the paper's string), a
+        measured metric (mean over seeds), params_m / flops_g / videos_per_s, ratio_vs_tsm /
+        ratio_vs_tsn, a Row field, or an `info` column (backbone, pretrain, stage, blocks)."""
+        if key.startswith("paper:"):
+            return self.paper.get(key.removeprefix("paper:"))
+        v = self.value(key)
+        if v is not None:
+            return v
+        if key.startswith("ratio_vs_") and self.speed:
+            return getattr(self.speed, key, None)
+        if key in _ROW_SIMPLE and key not in ("info", "paper", "n_val"):
+            return getattr(self, key)
+        return self.info.get(key)
 
     def paper_value(self, metric: str) -> float | None:
         s = self.paper.get(metric)
@@ -177,7 +195,8 @@ class Result:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
+        """Indented JSON with each flat list on one line (per-seed values are easy to edit)."""
+        return _one_line_lists(json.dumps(self.to_dict(), indent=1, allow_nan=False)) + "\n"
 
     def save(self, path: str | Path) -> Path:
         from stm_lib.io import atomic_write_text
@@ -275,21 +294,22 @@ def _row_from(d: dict, where: str) -> Row:
         if not isinstance(xs, list) or not xs or not all(_is_num(x) for x in xs):
             raise SchemaError(f"{where}: {m}_seeds must be a non-empty list of numbers, got {xs!r}")
         for key, want in ((m, stats.mean(xs)), (f"{m}_std", stats.std(xs))):
-            got = d.get(key, "missing")
-            if got == "missing":
-                raise SchemaError(f"{where}: missing field {key!r} (derived from {m}_seeds)")
+            if key not in d:   # derived: may be left out
+                continue
+            got = d[key]
             if (got is None) != (want is None) or (want is not None and not (_is_num(got) and math.isclose(
                     got, want, rel_tol=1e-6, abs_tol=1e-6))):
                 raise SchemaError(f"{where}: {key} = {got!r} does not match {m}_seeds {xs!r} (expected {want!r}); "
-                                  f"edit the per-seed values, the mean and std are derived from them")
+                                  f"{m} and {m}_std are derived from {m}_seeds: edit the per-seed values and "
+                                  f"update or delete {m} and {m}_std")
         seeds[m] = [float(x) for x in xs]
     derived = {f"{m}{s}" for m in metrics for s in ("", "_seeds", "_std")}
     rest = {k: v for k, v in d.items() if k not in derived}
     kw = _fields(Row, rest, where, skip=("seeds", "runs", "complexity", "speed"))
     kw["seeds"] = seeds
-    kw["runs"] = [SeedRun(**_fields(SeedRun, s, f"{where}: runs[{i}]")) for i, s in enumerate(_list(rest, "runs", where))]
+    kw["runs"] = [SeedRun(**_fields(SeedRun, s, f"{where}: runs[{i}]")) for i, s in enumerate(rest.get("runs", []))]
     for key, klass in (("complexity", Complexity), ("speed", Speed)):
-        v = _need(rest, key, where)
+        v = rest.get(key)
         kw[key] = None if v is None else klass(**_fields(klass, v, f"{where}: {key}"))
     if kw["status"] not in STATUSES:
         raise SchemaError(f"{where}: status {kw['status']!r} is not one of {', '.join(STATUSES)}")
@@ -304,15 +324,16 @@ def _claim_from(d: dict, where: str) -> Claim:
 
 
 def _fields(klass, d: dict, where: str, skip: tuple = ()) -> dict:
-    """The dataclass fields of `klass` from `d`: every field present (defaults are written too),
-    no unknown keys."""
+    """The dataclass fields of `klass` from `d`: every field without a default must be present (a
+    field added later with a default may be absent in older files); no unknown keys."""
     if not isinstance(d, dict):
         raise SchemaError(f"{where}: expected an object, got {type(d).__name__}")
-    names = [f.name for f in dataclasses.fields(klass)]
-    unknown = set(d) - set(names) - set(skip)
+    fs = [f for f in dataclasses.fields(klass) if f.name not in skip]
+    unknown = set(d) - {f.name for f in dataclasses.fields(klass)} - set(skip)
     if unknown:
         raise SchemaError(f"{where}: unknown field(s) {sorted(unknown)}")
-    return {n: _need(d, n, where) for n in names if n not in skip}
+    required = {f.name for f in fs if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    return {f.name: _need(d, f.name, where) for f in fs if f.name in required or f.name in d}
 
 
 def _need(d: dict, key: str, where: str):
@@ -326,6 +347,16 @@ def _list(d: dict, key: str, where: str) -> list:
     if not isinstance(v, list):
         raise SchemaError(f"{where}: {key} must be a list")
     return v
+
+
+def _one_line_lists(text: str) -> str:
+    def join(m):
+        try:
+            return json.dumps(json.loads(m.group(0)))
+        except ValueError:   # a bracket inside a string: leave it as it is
+            return m.group(0)
+
+    return re.sub(r"\[[^\[\]{}]*\]", join, text)
 
 
 def _is_num(x) -> bool:
