@@ -328,6 +328,7 @@ def intro_markdown(table: Table) -> str:
 
 def settings_markdown(result: Result) -> str:
     s = dict(result.settings)
+    channels = s.pop("stm_channels", None)
     what = {"smoke": "the **smoke profile**: a tiny run that only shows the pipeline works; its numbers mean "
                      "nothing",
             "proxy": "the **proxy profile**: an embedded synthetic proxy dataset at CPU scale; numbers are proxy "
@@ -337,9 +338,19 @@ def settings_markdown(result: Result) -> str:
     nested = "; ".join(f"{k}: " + ", ".join(f"{a} `{b}`" for a, b in v.items()) for k, v in s.items()
                        if isinstance(v, dict) and v)
     seeds = result.seeds
-    return (f"These numbers come from {what}. Training seeds: {', '.join(map(str, seeds)) or '—'} "
-            f"({len(seeds)} per trained row). Settings: {keys}" + (f"; {nested}" if nested else "") + ".\n\n"
-            f"Convergence rule: {result.convergence_rule}. " + _convergence(result))
+    text = f"These numbers come from {what}. "
+    if seeds:
+        text += f"Training seeds: {', '.join(map(str, seeds))} ({len(seeds)} per trained row). "
+    text += f"Settings: {keys}" + (f"; {nested}" if nested else "") + "."
+    if channels:
+        text += " The STM as trained here, per stage (bottleneck width, block output" + \
+            (", CMM channels" if any("cmm_channels" in c for c in channels.values()) else "") + "): " + \
+            "; ".join(f"{k.replace('stage', 'stage ')} {c['width']} / {c['out']}"
+                      + (f" / {c['cmm_channels']}" if "cmm_channels" in c else "") for k, c in channels.items()) + "."
+    if any(run.converged is not None for r in result.rows for run in r.runs):
+        rule = result.convergence_rule.removeprefix("converged: ")
+        text += f"\n\nConvergence rule: a run has converged when {rule}. " + _convergence(result)
+    return text
 
 
 def _convergence(result: Result) -> str:
@@ -415,7 +426,8 @@ def page(result: Result, table: Table, figures: list[str] = (), files: dict[str,
         parts.append(f":::{{important}}\nMeasured values on this page are **{label}** numbers: "
                      f"{'a tiny pipeline check' if label == 'smoke' else 'a synthetic stand-in for ' + table.real_name + ' at CPU scale'}"
                      f", not the paper's. Compare orderings, not values.\n:::")
-    parts += ["## Paper and measured, side by side", settings_markdown(result), table_markdown(result, table)]
+    heading = "Paper and measured, side by side" if table.train else "What was measured"
+    parts += [f"## {heading}", settings_markdown(result), table_markdown(result, table)]
     if figures:
         parts.append("## Plots")
         parts += [f"![{Path(f).stem}]({f})" for f in figures]
