@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "runs" / "_cache"   # the default run cache (stm reproduce: <out_root>/_cache)
 # small files of a cached run copied next to results.json (checkpoints stay in the cache)
 RUN_FILES = ("config.yaml", "command.txt", "metrics.csv", "metrics.jsonl", "run.json")
+# Bump when a code change alters what an unchanged Config trains (engine, models, data): every
+# cached run is then trained again. Each cached run records the commit that trained it.
+CACHE_EPOCH = 1
 # Config fields that do not change what a run computes (left out of its identity)
 _NOT_IDENTITY = {"train": ("out", "resume", "progress", "tensorboard", "checkpoint_every_steps", "device"),
                  "data": ("num_workers", "proxy_cache", "data_root")}
@@ -286,7 +289,7 @@ class _Run:
         sr = SeedRun(cfg.train.seed, str(local.relative_to(self.out)), epochs=len(hist), val_top1=val,
                      train_loss=[h["train_loss"] for h in hist if h.get("train_loss") is not None],
                      converged=stats.converged(val), config=json.loads(json.dumps(cfg.to_dict(), default=list)),
-                     wall_time_s=ev.get("train_seconds"), cache=key)
+                     wall_time_s=ev.get("train_seconds"), cache=key, commit=(ev.get("git") or {}).get("commit"))
         return sr, ev
 
     # ---- complexity and speed (Tables 8, 9) -------------------------------------------------
@@ -374,7 +377,7 @@ def cache_key(cfg: Config, cache_dir: str | Path | None = None) -> str:
     pre = d["model"].get("pretrained")
     if pre and cache_dir and Path(pre).is_absolute() and Path(pre).is_relative_to(Path(cache_dir).resolve()):
         d["model"]["pretrained"] = "cache:" + str(Path(pre).relative_to(Path(cache_dir).resolve()))
-    blob = json.dumps(d, sort_keys=True, default=list)
+    blob = json.dumps({"cache_epoch": CACHE_EPOCH, **d}, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -404,8 +407,10 @@ def train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights:
     (run_dir / "checkpoint_best.pt").unlink(missing_ok=True)   # the reported weights are the last ones
     ev_file = next((f.name for f in sorted(run_dir.glob(f"eval_val_{cfg.data.test_clips}x{cfg.data.test_crops}*.json"))),
                    None)
+    from stm_lib.provenance import git_state
+
     ev = {"key": key, "top1": 100 * res["top1"], "top5": 100 * res["top5"], "n": int(res["n"]), "file": ev_file,
-          "train_seconds": round(seconds, 1), "profile": profile, "config": cfg.to_dict()}
+          "train_seconds": round(seconds, 1), "profile": profile, "git": git_state(), "config": cfg.to_dict()}
     atomic_write_json(done, ev)
     return key, run_dir, ev, False
 
