@@ -21,7 +21,7 @@ from pathlib import Path
 
 from stm_lib.book import stats
 from stm_lib.book.result import Complexity, Result, Row, SeedRun, Speed, claim, paper_text
-from stm_lib.book.tables import GPU_SEEDS, GPU_SPEED, PAPER_METRICS, Table, check_profile, get
+from stm_lib.book.tables import GPU_SEEDS, GPU_SPEED, Table, check_profile, get
 from stm_lib.config import Config
 from stm_lib.io import atomic_copy, atomic_write_json, atomic_write_text
 
@@ -144,7 +144,7 @@ class _Run:
     def rows(self) -> list[Row]:
         rows = []
         for d in self.t.paper_rows():
-            paper = {m: paper_text(d[f"paper_{m}"]) for m in PAPER_METRICS if d.get(f"paper_{m}") is not None}
+            paper = {k.removeprefix("paper_"): paper_text(v) for k, v in d.items() if k.startswith("paper_") and v is not None}
             info = {k: v for k, v in d.items()
                     if k not in ("id", "setting", "model", "frames") and not k.startswith("paper_")}
             rows.append(Row(d["id"], d["setting"], d["model"], d["frames"], "not_run", "", info=info, paper=paper))
