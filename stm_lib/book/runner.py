@@ -97,6 +97,12 @@ def _seeds(seeds, profile: str) -> list[int]:
     return list(range(int(seeds)))
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _set_threads(n) -> None:
     """Tiny proxy models are dominated by per-op overhead: on a CPU shared with other jobs one
     thread was 3-5x faster than two here (measured), so smoke/proxy use 1 unless told."""
@@ -228,7 +234,8 @@ class _Run:
                 "parts": {x.name: self.t.data(self.profile, x.name) for x in self.t.parts if x.name},
                 "overrides": self.overrides or None, "models": self.models,
                 "convergence_rule": stats.CONVERGENCE_RULE, "frames_semantics": self.t.frames,
-                "stm_channels": model_channels(self.config("stm", 8, part, 0).model) if self.t.train else None}
+                "stm_channels": model_channels(self.config("stm", 8, part, 0).model) if self.t.train else None,
+                "torch_threads": _torch_threads()}
 
     # ---- training ---------------------------------------------------------------------------
     def train_part(self, rows: list[Row], part, pretrained: dict) -> None:
