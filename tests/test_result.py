@@ -178,3 +178,25 @@ def test_from_legacy_turns_prose_into_values(tmp_path):
     assert res.claims[0].verdict == "not resolved" and res.claims[0].why == "one seed"   # was "holds"
     assert res.row("cmm").paper["top1"] == "44.1" and res.chance == {"top1": 10.0}
     assert res.provenance["git"]["commit"] == "e" * 40 and "migrated" in res.provenance
+
+
+# ---- tables ------------------------------------------------------------------------------------------
+
+def test_every_table_is_consistent():
+    from stm_lib.book.tables import PROFILES, TABLES, get
+
+    for tid, t in TABLES.items():
+        ids = {r["id"] for r in t.paper_rows()}
+        for a, b in t.claims:            # claims name rows of the paper's table
+            assert {a, b} <= ids, (tid, a, b)
+        for profile in PROFILES:
+            for part in t.parts:
+                d = t.data(profile, part.name)
+                assert d["dataset"] == (part.full_dataset if profile == "full" else part.proxy_dataset)
+                assert 0 < t.chance(profile, part.name) < 100
+        assert t.notebook == ("figure1" if tid == "figure1" else f"table{tid}")
+    assert TABLES["4"].chance("proxy", "hmdb51") == 100 / 6 and TABLES["2"].num_classes("full") == 27
+    assert TABLES["2"].data("proxy")["proxy_seed"] == 1 and "proxy_seed" not in TABLES["5"].data("proxy")
+    assert PROFILES["full"]["lr"] == 0.01 and PROFILES["full"]["batch_size"] == 64 and PROFILES["full"]["batch_16"] == 32
+    with pytest.raises(ValueError, match="unknown table"):
+        get("10")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from stm_lib.book import stats
 from stm_lib.book.result import Complexity, Result, Row, SeedRun, Speed, claim, paper_text
-from stm_lib.book.tables import PAPER_METRICS, TABLES
+from stm_lib.book.tables import TABLES
 
 NOTE = "migrated from schema 1 (book/experiments.py, one seed per row); verdicts recomputed with the seed rule"
 # schema-1 measured keys -> (metric, part, n_val key)
@@ -80,7 +80,7 @@ def _chance(t, profile: str, part: str, settings: dict) -> float:
 
 
 def _row(d: dict, profile: str, seed: int, run_dir: Path | None) -> Row:
-    paper = {m: paper_text(d[f"paper_{m}"]) for m in PAPER_METRICS if d.get(f"paper_{m}") is not None}
+    paper = {k.removeprefix("paper_"): paper_text(v) for k, v in d.items() if k.startswith("paper_") and v is not None}
     has_cx = d.get("params") is not None
     status, reason = status_of(d.get("status", ""), profile, has_cx)
     info = {k: v for k, v in d.items() if k not in ("id", "setting", "model", "frames") and not k.startswith("paper_")

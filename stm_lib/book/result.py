@@ -47,6 +47,7 @@ class SeedRun:
     wall_time_s: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)   # this seed's values (row metric names)
     cache: str | None = None               # run-cache key (runner.cache_key): one run serves every table
+    commit: str | None = None              # git commit that trained it (a cached run may predate this result)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from stm_lib.book import stats
 from stm_lib.book.result import Complexity, Result, Row, SeedRun, Speed, claim, paper_text
-from stm_lib.book.tables import GPU_SEEDS, GPU_SPEED, PAPER_METRICS, Table, check_profile, get
+from stm_lib.book.tables import GPU_SEEDS, GPU_SPEED, Table, check_profile, get
 from stm_lib.config import Config
 from stm_lib.io import atomic_copy, atomic_write_json, atomic_write_text
 
@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "runs" / "_cache"   # the default run cache (stm reproduce: <out_root>/_cache)
 # small files of a cached run copied next to results.json (checkpoints stay in the cache)
 RUN_FILES = ("config.yaml", "command.txt", "metrics.csv", "metrics.jsonl", "run.json")
+# Bump when a code change alters what an unchanged Config trains (engine, models, data): every
+# cached run is then trained again. Each cached run records the commit that trained it.
+CACHE_EPOCH = 1
 # Config fields that do not change what a run computes (left out of its identity)
 _NOT_IDENTITY = {"train": ("out", "resume", "progress", "tensorboard", "checkpoint_every_steps", "device"),
                  "data": ("num_workers", "proxy_cache", "data_root")}
@@ -94,6 +97,12 @@ def _seeds(seeds, profile: str) -> list[int]:
     return list(range(int(seeds)))
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _set_threads(n) -> None:
     """Tiny proxy models are dominated by per-op overhead: on a CPU shared with other jobs one
     thread was 3-5x faster than two here (measured), so smoke/proxy use 1 unless told."""
@@ -141,7 +150,7 @@ class _Run:
     def rows(self) -> list[Row]:
         rows = []
         for d in self.t.paper_rows():
-            paper = {m: paper_text(d[f"paper_{m}"]) for m in PAPER_METRICS if d.get(f"paper_{m}") is not None}
+            paper = {k.removeprefix("paper_"): paper_text(v) for k, v in d.items() if k.startswith("paper_") and v is not None}
             info = {k: v for k, v in d.items()
                     if k not in ("id", "setting", "model", "frames") and not k.startswith("paper_")}
             rows.append(Row(d["id"], d["setting"], d["model"], d["frames"], "not_run", "", info=info, paper=paper))
@@ -225,7 +234,8 @@ class _Run:
                 "parts": {x.name: self.t.data(self.profile, x.name) for x in self.t.parts if x.name},
                 "overrides": self.overrides or None, "models": self.models,
                 "convergence_rule": stats.CONVERGENCE_RULE, "frames_semantics": self.t.frames,
-                "stm_channels": model_channels(self.config("stm", 8, part, 0).model) if self.t.train else None}
+                "stm_channels": model_channels(self.config("stm", 8, part, 0).model) if self.t.train else None,
+                "torch_threads": _torch_threads()}
 
     # ---- training ---------------------------------------------------------------------------
     def train_part(self, rows: list[Row], part, pretrained: dict) -> None:
@@ -286,7 +296,7 @@ class _Run:
         sr = SeedRun(cfg.train.seed, str(local.relative_to(self.out)), epochs=len(hist), val_top1=val,
                      train_loss=[h["train_loss"] for h in hist if h.get("train_loss") is not None],
                      converged=stats.converged(val), config=json.loads(json.dumps(cfg.to_dict(), default=list)),
-                     wall_time_s=ev.get("train_seconds"), cache=key)
+                     wall_time_s=ev.get("train_seconds"), cache=key, commit=(ev.get("git") or {}).get("commit"))
         return sr, ev
 
     # ---- complexity and speed (Tables 8, 9) -------------------------------------------------
@@ -374,7 +384,7 @@ def cache_key(cfg: Config, cache_dir: str | Path | None = None) -> str:
     pre = d["model"].get("pretrained")
     if pre and cache_dir and Path(pre).is_absolute() and Path(pre).is_relative_to(Path(cache_dir).resolve()):
         d["model"]["pretrained"] = "cache:" + str(Path(pre).relative_to(Path(cache_dir).resolve()))
-    blob = json.dumps(d, sort_keys=True, default=list)
+    blob = json.dumps({"cache_epoch": CACHE_EPOCH, **d}, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -404,8 +414,10 @@ def train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights:
     (run_dir / "checkpoint_best.pt").unlink(missing_ok=True)   # the reported weights are the last ones
     ev_file = next((f.name for f in sorted(run_dir.glob(f"eval_val_{cfg.data.test_clips}x{cfg.data.test_crops}*.json"))),
                    None)
+    from stm_lib.provenance import git_state
+
     ev = {"key": key, "top1": 100 * res["top1"], "top5": 100 * res["top5"], "n": int(res["n"]), "file": ev_file,
-          "train_seconds": round(seconds, 1), "profile": profile, "config": cfg.to_dict()}
+          "train_seconds": round(seconds, 1), "profile": profile, "git": git_state(), "config": cfg.to_dict()}
     atomic_write_json(done, ev)
     return key, run_dir, ev, False
 

@@ -172,11 +172,6 @@ TABLES: dict[str, Table] = {t.id: t for t in [
           train=False),
 ]}
 
-# The paper's metric keys (paper.py's `paper_<metric>` columns) a Row may carry.
-PAPER_METRICS = ("top1", "top5", "test_top1", "v2_top1", "v2_top5", "v2_test_top1", "v2_test_top5", "params_m",
-                 "flops_g", "videos_per_s", "top1_ucf101", "top1_hmdb51")
-
-
 def get(table: str) -> Table:
     """TABLES[table] with one clear error for an unknown id."""
     t = TABLES.get(str(table))
