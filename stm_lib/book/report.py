@@ -188,6 +188,8 @@ def figures(result: Result, table: Table) -> dict:
         out["curves"] = _curves(result)
     if table.speed and any(r.speed for r in result.rows):
         out["speed"] = _speed(result)
+    for name, fig in out.items():
+        fig.set_label(name)          # runner.save names the file after it
     return out
 
 
