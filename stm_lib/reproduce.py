@@ -212,10 +212,11 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or cell output")
     p.set_defaults(func=_cmd_reproduce)
     b = sub.add_parser("book", help="build the Jupyter Book (HTML) from runs/ without training",
-                       description="Write _toc.yml and book/status.md from runs/*/*/results.json, then "
-                                   "jupyter-book build . -W -n --keep-going into _build/html.")
+                       description="Render every table page from runs/*/*/results.json (no training, no "
+                                   "notebook execution) into a staged source in OUT/_build/src, then "
+                                   "jupyter-book build -W into OUT/_build/html. Tracked files are not touched.")
     b.add_argument("--runs", default="runs")
-    b.add_argument("--out", default=".", help="the book root (where _build/ goes)")
+    b.add_argument("--out", default=".", help="where _build/ goes (default: the current folder)")
     b.add_argument("--allow-missing", action="store_true", help="build even if a table has no run")
     b.add_argument("--builder", default="html", help="html (default) | singlehtml")
     b.set_defaults(func=_cmd_book)
