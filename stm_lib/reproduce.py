@@ -4,26 +4,26 @@
                                                             figures/*.png, train/<row>/...}
 
 The notebook (`book/table5.ipynb`) runs under papermill in a temporary folder next to the
-destination and writes its rows there (`rows.json`); this module then adds provenance (git commit,
-command, parameters, hardware, versions, seed, wall time), writes `results.json` atomically and
-swaps the folder into place. So an interrupted or failing run never leaves a `results.json` that
+destination and writes its `Result` there (`result.json`, book/result.py's schema); this module
+then adds the provenance record (stm_lib/provenance.py), writes `results.json` atomically and swaps
+the folder into place. Trained runs live in the run cache `<out_root>/_cache/` (one run serves
+every table that needs it). So an interrupted or failing run never leaves a `results.json` that
 looks complete, and an existing good result is only replaced by a complete new one.
 """
 from __future__ import annotations
 
 import json
 import os
-import platform
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
-from stm_lib.book.experiments import PROFILES, TABLES, notebook_name
+from stm_lib.book.result import Result
+from stm_lib.book.tables import TABLES, check_profile, notebook_name
+from stm_lib.io import atomic_write_text
+from stm_lib.provenance import git_state, now, record
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
@@ -34,12 +34,14 @@ class NotebookFailed(RuntimeError):
 
 
 def reproduce(table: str, profile: str = "proxy", data_root: str | None = None, device: str = "auto",
-              seed: int = 0, out_root: str | Path = "runs", extra_params: dict | None = None,
+              seeds: int | None = None, out_root: str | Path = "runs", extra_params: dict | None = None,
               progress: bool = True, command: str | None = None) -> Path:
-    """Execute one table's notebook and return the folder `out_root/<table>/<profile>`."""
+    """Execute one table's notebook and return the folder `out_root/<table>/<profile>`.
+    `seeds`: training seeds per row (None: the profile's, tables.PROFILES)."""
     name = notebook_name(str(table))
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    check_profile(profile)
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     if profile == "full" and not data_root and name != "figure1":
         raise ValueError(f"profile 'full' runs {name} at the paper's settings on the real dataset: pass "
                          "--data-root DIR (make reproduce ... DATA_ROOT=DIR)")
@@ -54,20 +56,21 @@ def reproduce(table: str, profile: str = "proxy", data_root: str | None = None, 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{profile}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    params = {"profile": profile, "data_root": data_root, "device": device, "seed": seed, "out_dir": str(tmp),
-              **(extra_params or {})}
+    params = {"profile": profile, "data_root": data_root, "device": device, "seeds": seeds, "out_dir": str(tmp),
+              "cache_dir": str(out_root / "_cache"), **(extra_params or {})}
     executed = tmp / f"{name}.ipynb"
-    start, t0, git = _now(), time.time(), git_state()   # the code as it was when the run began
+    start, t0, git = now(), time.time(), git_state()   # the code as it was when the run began
     try:
         _execute(src, executed, params, progress)
-        rows_file = tmp / "rows.json"
-        if not rows_file.is_file():
-            raise NotebookFailed(f"{src.name} finished without writing rows.json")
+        draft = tmp / "result.json"
+        if not draft.is_file():
+            raise NotebookFailed(f"{src.name} finished without writing result.json (runner.save)")
         _tag_parameters_cell(executed)
-        doc = json.loads(rows_file.read_text())
-        rows_file.unlink()
-        doc["provenance"] = provenance(params, seed, start, time.time() - t0, command, out_root, git)
-        _atomic_write(tmp / "results.json", json.dumps(doc, indent=1, default=str))
+        result = Result.load(draft)
+        draft.unlink()
+        shown = {k: v for k, v in params.items() if k not in ("out_dir", "cache_dir")}
+        result.provenance = record(command, shown, result.seeds, start, time.time() - t0, git)
+        result.save(tmp / "results.json")
     except BaseException as e:
         failed = dest.parent / f".{profile}.failed"
         shutil.rmtree(failed, ignore_errors=True)
@@ -119,7 +122,7 @@ def _tag_parameters_cell(path: Path) -> None:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
-    _atomic_write(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def _swap_into_place(tmp: Path, dest: Path) -> None:
@@ -135,98 +138,28 @@ def _swap_into_place(tmp: Path, dest: Path) -> None:
     shutil.rmtree(failed, ignore_errors=True)
 
 
-# ---- provenance ----------------------------------------------------------------------------------
-
-def provenance(params: dict, seed: int, start: str, seconds: float, command: str | None, out_root: Path,
-               git: dict | None = None) -> dict:
-    """`git`: the state at the start of the run; if the checkout moved or changed while it ran
-    (modules imported late may then come from other code), `git_changed_during_run` says so."""
-    import torch
-
-    end_git = git_state()
-    git = git or end_git
-    changed = {"git_changed_during_run": end_git} if end_git != git else {}
-    return {
-        "git": git,
-        **changed,
-        "command": command or shlex.join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "parameters": {k: v for k, v in params.items() if k != "out_dir"},
-        "seed": seed,
-        "hardware": hardware(),
-        "versions": versions(),
-        "start": start,
-        "end": _now(),
-        "wall_time_s": round(seconds, 1),
-        "threads": torch.get_num_threads(),
-    }
-
-
-def git_state() -> dict:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=20).stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "HEAD") or None,
-                "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-                "branch": git("rev-parse", "--abbrev-ref", "HEAD") or None}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None, "branch": None}
-
-
-def hardware() -> dict:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    hw = {"host": platform.node(), "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-          "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-          if torch.cuda.is_available() else []}
-    try:
-        hw["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        pass
-    return hw
-
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    v = {"python": platform.python_version()}
-    for pkg in ("torch", "torchvision", "numpy", "fvcore", "papermill", "opencv-contrib-python-headless",
-                "stm-lib"):
-        try:
-            v[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            v[pkg] = None
-    return v
-
-
-def _kv(d: dict) -> str:
-    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items())
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def summary(result: Result) -> str:
+    """A few lines for the terminal: measured mean +- std over seeds beside the paper's value."""
+    lines = []
+    for r in result.rows:
+        parts = []
+        for m in r.seeds:
+            if m.startswith("top5"):
+                continue
+            sd = r.std(m)
+            parts.append(f"{m} {r.value(m):.3g}" + (f" +- {sd:.2g}" if sd is not None else "")
+                         + (f" (paper {r.paper[m]})" if m in r.paper else ""))
+        if r.speed:
+            parts.append(f"videos/s {r.speed.videos_per_s:.3g}")
+        if parts:
+            lines.append(f"    {r.id:14s} " + ", ".join(parts) + f"   [{r.status}{': ' + r.reason if r.reason else ''}]")
+    lines += [f"    {c.better} > {c.worse} ({c.metric}): {c.verdict}" for c in result.claims]
+    return "\n".join(lines)
 
 
 def _short(e: BaseException) -> str:
     s = str(e).strip().splitlines()
     return s[-1][:300] if s else ""
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:6]}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ---- CLI -------------------------------------------------------------------------------------------
@@ -246,19 +179,13 @@ def _cmd_reproduce(args) -> int:
         print(f"==> {name} ({args.profile}) -> {Path(args.out_root) / name / args.profile}", flush=True)
         t0 = time.time()
         try:
-            d = reproduce(t, args.profile, args.data_root, args.device, args.seed, args.out_root, extra,
+            d = reproduce(t, args.profile, args.data_root, args.device, args.seeds, args.out_root, extra,
                           progress=not args.quiet)
         except NotebookFailed as e:
             print(f"stm reproduce: error: {e}", file=sys.stderr)
             return 1
         print(f"==> {name}: {d / 'results.json'} ({time.time() - t0:.0f} s)", flush=True)
-        for r in json.loads((d / "results.json").read_text()).get("rows", []):
-            measured = {k: r[k] for k in ("top1", "top1_ucf101", "top1_hmdb51", "videos_per_s", "corr_with_flow")
-                        if r.get(k) is not None}
-            if measured:
-                paper = {k: r[f"paper_{k}"] for k in measured if r.get(f"paper_{k}") is not None}
-                print(f"    {r['id']:14s} measured {_kv(measured)}" + (f"   paper {_kv(paper)}" if paper else "")
-                      + f"   [{r.get('status', '')}]")
+        print(summary(Result.load(d / "results.json")), flush=True)
         done.append(d)
     return 0
 
@@ -272,21 +199,24 @@ def _cmd_book(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("reproduce", help="run one paper table's notebook (papermill) into runs/",
                        description="Execute book/tableN.ipynb with papermill into runs/tableN/<profile>/: the "
-                                   "executed notebook, results.json (rows + provenance), a CSV and figures.")
+                                   "executed notebook, results.json (rows per seed, verdicts, provenance), a CSV "
+                                   "and figures; trained runs are cached in <out-root>/_cache/.")
     p.add_argument("--table", required=True, help="1..9, figure1, or all")
     p.add_argument("--profile", default="proxy", help="smoke | proxy (default) | full")
     p.add_argument("--data-root", default=None, help="the real dataset's folder (profile full)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=None,
+                   help="training seeds per row (default: the profile's: smoke 1, proxy 3 (5 on a GPU), full 1)")
     p.add_argument("--out-root", default="runs", help="default runs/")
     p.add_argument("--params", default=None, help='more notebook parameters as JSON, e.g. \'{"epochs": 3}\'')
     p.add_argument("--quiet", action="store_true", help="no progress bar or cell output")
     p.set_defaults(func=_cmd_reproduce)
     b = sub.add_parser("book", help="build the Jupyter Book (HTML) from runs/ without training",
-                       description="Write _toc.yml and book/status.md from runs/*/*/results.json, then "
-                                   "jupyter-book build . -W -n --keep-going into _build/html.")
+                       description="Render every table page from runs/*/*/results.json (no training, no "
+                                   "notebook execution) into a staged source in OUT/_build/src, then "
+                                   "jupyter-book build -W into OUT/_build/html. Tracked files are not touched.")
     b.add_argument("--runs", default="runs")
-    b.add_argument("--out", default=".", help="the book root (where _build/ goes)")
+    b.add_argument("--out", default=".", help="where _build/ goes (default: the current folder)")
     b.add_argument("--allow-missing", action="store_true", help="build even if a table has no run")
     b.add_argument("--builder", default="html", help="html (default) | singlehtml")
     b.set_defaults(func=_cmd_book)

@@ -95,5 +95,5 @@ def test_bench_command(tmp_path, capsys):
     assert {r["format"] for r in res["results"]} >= {"jpeg", "mp4", "webm"}
     assert all(r["clips_per_s"] > 0 for r in res["results"])
     prov = res["provenance"]
-    assert {"git_commit", "command", "hardware", "versions", "wall_time_s"} <= set(prov)
+    assert {"git", "command", "hardware", "versions", "wall_time_s"} <= set(prov)
     assert prov["versions"]["av"] and prov["hardware"]["cpu_count"]

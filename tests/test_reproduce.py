@@ -1,28 +1,33 @@
 """`stm reproduce`: a table's notebook -> runs/<table>/<profile>/ with results.json and provenance,
 written atomically; clear errors for bad arguments."""
 import json
+import math
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from stm_lib import provenance as P
 from stm_lib import reproduce as R
-from stm_lib.book.experiments import Experiment
+from stm_lib.book import runner
+from stm_lib.book.result import Result, Row, SeedRun
 from stm_lib.cli import main
 
 
 def _notebook(path: Path, body: str) -> None:
     """A minimal parameterised notebook: a `parameters` cell and one code cell."""
     nb = nbformat.v4.new_notebook()
-    p = nbformat.v4.new_code_cell('profile = "proxy"\nout_dir = "x"\ndata_root = None\ndevice = "auto"\nseed = 0')
+    p = nbformat.v4.new_code_cell('profile = "proxy"\nout_dir = "x"\ndata_root = None\ndevice = "auto"\nseeds = None\n'
+                                  'cache_dir = None')
     p.metadata["tags"] = ["parameters"]
     nb.cells = [p, nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
 
 
-WRITE_ROWS = ('import json, pathlib\n'
-              'pathlib.Path(out_dir, "rows.json").write_text(json.dumps({"table": "5", "rows": [{"id": "new", "top1": 1.0}]}))')
+WRITE_ROWS = ('from stm_lib.book.result import Result, Row\n'
+              'Result("5", profile, "t", None, [Row("new", "New", "stm", 8, "smoke", seeds={"top1": [1.0, 3.0]}, '
+              'n_val={"top1": 10})], seeds=[0, 1]).save(out_dir + "/result.json")')
 
 
 @pytest.fixture
@@ -42,13 +47,17 @@ def test_bad_arguments(tmp_path):
         R.reproduce("5", "full", out_root=tmp_path)
     with pytest.raises(FileNotFoundError, match="data root not found"):
         R.reproduce("5", "full", data_root=str(tmp_path / "nope"), out_root=tmp_path)
+    with pytest.raises(ValueError, match="seeds must be a positive integer"):
+        R.reproduce("5", "smoke", seeds=0, out_root=tmp_path)
     assert not any(tmp_path.iterdir())
     assert main(["reproduce", "--table", "42", "--profile", "smoke", "--out-root", str(tmp_path)]) == 2
 
 
 def test_full_profile_needs_data_in_the_notebook_too(tmp_path):
     with pytest.raises(ValueError, match="data_root"):
-        Experiment("5", profile="full", out_dir=str(tmp_path))
+        runner.run("5", "full", out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="unknown table"):
+        runner.run("42", "smoke", out_dir=str(tmp_path))
 
 
 def test_success_writes_results_with_provenance_and_replaces_old(fake_book, tmp_path):
@@ -57,14 +66,16 @@ def test_success_writes_results_with_provenance_and_replaces_old(fake_book, tmp_
     old = out / "table5" / "smoke"
     old.mkdir(parents=True)
     (old / "results.json").write_text('{"rows": "old"}')
-    d = R.reproduce("5", "smoke", out_root=out, progress=False, command="test")
+    d = R.reproduce("5", "smoke", seeds=2, out_root=out, progress=False, command="test")
     res = json.loads((d / "results.json").read_text())
-    assert res["rows"] == [{"id": "new", "top1": 1.0}]
+    assert res["version"] == 2 and res["rows"][0]["top1_seeds"] == [1.0, 3.0] and res["rows"][0]["top1"] == 2.0
+    assert Result.load(d / "results.json").row("new").std("top1") == math.sqrt(2)
     prov = res["provenance"]
-    assert prov["command"] == "test" and prov["seed"] == 0 and prov["parameters"]["profile"] == "smoke"
+    assert prov["command"] == "test" and prov["seed"] == [0, 1] and prov["parameters"]["profile"] == "smoke"
+    assert prov["parameters"]["seeds"] == 2 and "out_dir" not in prov["parameters"]
     assert "commit" in prov["git"] and prov["versions"]["torch"] and prov["hardware"]["cpu_count"]
     assert prov["wall_time_s"] >= 0
-    assert not (d / "rows.json").exists()
+    assert not (d / "result.json").exists()
     assert sorted(p.name for p in (out / "table5").iterdir()) == ["smoke"]   # no temp or old folder left
     nb = json.loads((d / "table5.ipynb").read_text())
     injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
@@ -77,14 +88,17 @@ def test_provenance_records_the_code_at_the_start(fake_book, tmp_path, monkeypat
     states = iter([{"commit": "a" * 40, "dirty": False, "branch": "main"},
                    {"commit": "b" * 40, "dirty": False, "branch": "main"}])
     monkeypatch.setattr(R, "git_state", lambda: next(states))
+    monkeypatch.setattr(P, "git_state", lambda: next(states))
     prov = json.loads((R.reproduce("5", "smoke", out_root=tmp_path, progress=False) / "results.json").read_text())["provenance"]
     assert prov["git"]["commit"] == "a" * 40 and prov["git_changed_during_run"]["commit"] == "b" * 40
     monkeypatch.setattr(R, "git_state", lambda: {"commit": "c" * 40, "dirty": False, "branch": "main"})
+    monkeypatch.setattr(P, "git_state", lambda: {"commit": "c" * 40, "dirty": False, "branch": "main"})
     prov = json.loads((R.reproduce("5", "smoke", out_root=tmp_path, progress=False) / "results.json").read_text())["provenance"]
     assert prov["git"]["commit"] == "c" * 40 and "git_changed_during_run" not in prov
 
 
-@pytest.mark.parametrize("body", ['raise RuntimeError("boom")', 'x = 1  # finishes without rows.json'])
+@pytest.mark.parametrize("body", ['raise RuntimeError("boom")', 'x = 1  # finishes without result.json',
+                                  'open(out_dir + "/result.json", "w").write("{\\"rows\\": []}")  # schema 1'])
 def test_failure_keeps_previous_result(fake_book, tmp_path, body):
     _notebook(fake_book / "table5.ipynb", body)
     out = tmp_path / "runs"
@@ -109,28 +123,54 @@ def test_failure_without_previous_result_leaves_none(fake_book, tmp_path):
 
 @pytest.mark.slow
 def test_table5_smoke_end_to_end(tmp_path):
-    """The issue's acceptance check: rows tsn/cstm/cmm/stm with a measured top-1, and the commit."""
-    d = R.reproduce("5", profile="smoke", out_root=tmp_path, progress=False)
+    """The issue's acceptance check: rows tsn/cstm/cmm/stm with a measured top-1 per seed, the
+    commit, and a run cache that serves a second table without training."""
+    d = R.reproduce("5", profile="smoke", seeds=2, out_root=tmp_path, progress=False)
     assert d == tmp_path / "table5" / "smoke"
-    res = json.loads((d / "results.json").read_text())
-    rows = {r["id"]: r for r in res["rows"]}
+    res = Result.load(d / "results.json")
+    rows = {r.id: r for r in res.rows}
     assert set(rows) == {"tsn", "cstm", "cmm", "stm"}
     for rid, r in rows.items():
-        assert isinstance(r["top1"], float) and 0 <= r["top1"] <= 100, r
-        assert r["status"] == "smoke" and r["paper_top1"] > 0 and r["model"] == rid
-        assert (d / r["run"] / "metrics.csv").exists()
-    assert len(res["provenance"]["git"]["commit"]) == 40
-    assert res["settings"]["profile"] == "smoke"
+        assert len(r.seeds["top1"]) == 2 and all(0 <= v <= 100 for v in r.seeds["top1"]), r
+        assert r.status == "smoke" and r.paper["top1"] and r.model == rid
+        assert [s.seed for s in r.runs] == [0, 1] and all((d / s.run / "metrics.csv").exists() for s in r.runs)
+        assert all(len(s.val_top1) == s.epochs == 1 and s.config["train"]["seed"] == s.seed for s in r.runs)
+    assert {c.verdict for c in res.claims} <= {"holds", "reversed", "not resolved", "uninformative"}
+    assert len(res.provenance["git"]["commit"]) == 40
+    assert res.settings["profile"] == "smoke" and res.seeds == [0, 1]
     assert (d / "table5.ipynb").exists() and (d / "table5.csv").exists()
-    assert (d / "figures" / "bars.png").exists() and (d / "figures" / "curves.png").exists()
     nb = json.loads((d / "table5.ipynb").read_text())
     assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    cache = sorted(p.name for p in (tmp_path / "_cache").iterdir())
+    assert len(cache) == 8   # 4 models x 2 seeds
+    d6 = R.reproduce("6", profile="smoke", seeds=2, out_root=tmp_path, progress=False)
+    r6 = Result.load(d6 / "results.json")
+    assert r6.row("tsn").seeds["top1"] == rows["tsn"].seeds["top1"]          # the same runs, not retrained
+    assert {s.cache for s in r6.row("tsn").runs} <= set(cache)
+    assert len(list((tmp_path / "_cache").iterdir())) == 10                  # + stm-concat x 2 seeds only
 
 
-def test_verdict_uses_two_standard_errors():
-    from stm_lib.book.experiments import verdict
-
-    a = {"top1": 80.0, "n_val": 200}
-    assert verdict(a, {"top1": 20.0}, "top1")[3] == "holds"
-    assert verdict(a, {"top1": 78.0}, "top1")[3] == "noise"     # 2 SE of a 200-clip set is ~8 points
-    assert verdict({"top1": 20.0, "n_val": 200}, {"top1": 80.0}, "top1")[3] == "reversed"
+def test_plan_follows_the_paper_at_full_and_seeds_vary_only_the_seed():
+    full = {(rid, seed): c for rid, _, seed, c in runner.plan("9", "full", data_root="/data/ssv1")}
+    assert set(full) == {("tsm-8", 0), ("tsm-16", 0), ("stm-8", 0), ("stm-16", 0)}
+    for (rid, _), c in full.items():   # section 4.2: 8 x 8 = 64 clips at 8 frames, 8 x 4 = 32 at 16, lr 0.01
+        assert c.model.frames == (8 if rid.endswith("-8") else 16)
+        assert c.train.batch_size == (64 if c.model.frames == 8 else 32)
+        assert c.train.lr == 0.01 and c.train.lr_scale is False and (c.data.test_clips, c.data.test_crops) == (10, 3)
+    proxy = runner.plan("5", "proxy", seeds=3, overrides={"model": {"dropout": 0.0}})
+    assert len(proxy) == 4 * 3
+    for rid in ("tsn", "cstm", "cmm", "stm"):
+        cs = [c for r, _, _, c in proxy if r == rid]
+        assert [c.train.seed for c in cs] == [0, 1, 2] and {c.data.proxy_seed for c in cs} == {0}
+        assert all(c.model.dropout == 0.0 for c in cs)
+        assert len({json.dumps(dict(c.to_dict(), train={**c.to_dict()["train"], "seed": 0}), default=list)
+                    for c in cs}) == 1   # nothing but the seed differs
+        keys = {runner.cache_key(c) for c in cs}
+        assert len(keys) == 3
+    c = proxy[0][3]
+    assert runner.cache_key(c) == runner.cache_key(c.update("train", out="/elsewhere", device="cpu"))
+    assert runner.cache_key(c) != runner.cache_key(c.update("train", lr=0.03))
+    with pytest.raises(ValueError, match="unknown section"):
+        runner.plan("5", "smoke", overrides={"optim": {"lr": 1}})
+    with pytest.raises(ValueError, match="distinct seed values"):
+        runner.plan("5", "smoke", seeds=[1, 1])

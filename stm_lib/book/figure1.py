@@ -21,7 +21,21 @@ CLIP = Path(__file__).resolve().parents[2] / "book" / "assets" / "bikes_clip.mp4
 
 
 def find_proxy_stm(runs: str | Path = "runs") -> Path | None:
-    """The run folder of an STM trained at proxy scale by `make reproduce` (Table 5 first)."""
+    """The run folder (with weights) of an STM trained at proxy scale by `make reproduce`: the
+    first seed of Table 5's STM row in the run cache, else an older layout's train/ folder."""
+    from stm_lib.book.result import Result, SchemaError
+
+    for table in ("table5", "table6", "table7", "table1"):
+        res = Path(runs) / table / "proxy" / "results.json"
+        try:
+            result = Result.load(res)
+        except (FileNotFoundError, SchemaError):
+            continue
+        for row in result.rows:
+            if row.model == "stm" and row.id in ("stm", "stm-8"):
+                for r in row.runs:
+                    if r.cache and (Path(runs) / "_cache" / r.cache / "checkpoint_last.pt").exists():
+                        return Path(runs) / "_cache" / r.cache
     for table in ("table5", "table6", "table7", "table1"):
         for rid in ("stm", "stm-8"):
             d = Path(runs) / table / "proxy" / "train" / rid
@@ -35,7 +49,7 @@ def load_weights(frames: int, pretrained: str | None = None, runs: str | Path = 
     "ImageNet", "proxy-trained" or "initialised")."""
     from stm_lib.config import ModelConfig
     from stm_lib.models import build_model
-    from stm_lib.profile import resolve_device
+    from stm_lib.engine.distributed import resolve_device
 
     device = resolve_device(device)
     if pretrained:
@@ -183,11 +197,6 @@ def save_figure(fig, out_dir: str | Path) -> None:
 NAMES = {"input": "conv2_1 input", "cstm": "CSTM output", "cmm": "CMM output"}
 
 
-def rows(sim: dict[str, float], profile: str, kind: str) -> list[dict]:
-    return [{"id": k, "setting": NAMES[k], "model": "stm", "corr_with_flow": v,
-             "status": f"{profile} ({kind} weights)"} for k, v in sim.items()]
-
-
 def commentary(sim: dict[str, float], kind: str):
     """What the correlations say, worded from the numbers."""
     from IPython.display import Markdown
@@ -210,19 +219,18 @@ def commentary(sim: dict[str, float], kind: str):
     return Markdown(f"Correlation with the flow magnitude: {text} {verdict}{why}")
 
 
-def save(out_dir, rows_: list[dict], profile: str, kind: str, weights: str, frames: int, size: int,
-         seconds_per_pair: float) -> None:
-    import json
-    import os
-    import time
+def result(sim: dict[str, float], profile: str, kind: str, weights: str, frames: int, size: int,
+           seconds_per_pair: float):
+    """The page's Result: one row per feature map, its correlation with the flow magnitude."""
+    import math
 
-    doc = {"table": "figure1", "caption": "Feature visualization of STM block (Figure 1).", "profile": profile,
-           "settings": {"profile": profile, "frames": frames, "input_size": size, "weights": weights,
-                        "weights_kind": kind, "clip": "book/assets/bikes_clip.mp4",
-                        "tvl1_seconds_per_pair": round(seconds_per_pair, 3)},
-           "rows": rows_, "claims": [], "figures": ["figures/figure1.png"], "notes": [],
-           "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    path = Path(out_dir) / "rows.json"
-    tmp = path.with_name(".rows.json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
+    from stm_lib.book.result import Result, Row
+    from stm_lib.book.tables import TABLES
+
+    t = TABLES["figure1"]
+    rows = [Row(k, NAMES[k], "stm", frames, profile, f"{kind} weights", run_frames=frames,
+                seeds={"corr_with_flow": [v]} if math.isfinite(v) else {}) for k, v in sim.items()]
+    settings = {"profile": profile, "frames": frames, "input_size": size, "weights": weights, "weights_kind": kind,
+                "clip": "book/assets/bikes_clip.mp4", "tvl1_seconds_per_pair": round(seconds_per_pair, 3)}
+    return Result("figure1", profile, t.title, t.caption or "Feature visualization of STM block (Figure 1).", rows,
+                  settings=settings, seeds=[], figures=["figures/figure1.png"])

@@ -147,13 +147,6 @@ CLAIMS: dict[str, list[tuple[str, str]]] = {
     "9": [("stm-8", "tsm-8")],
 }
 
-# Measured metrics compared with the paper's: measured key -> paper key.
-METRICS = {
-    "top1": "paper_top1", "top5": "paper_top5", "params_m": "paper_params_m", "flops_g": "paper_flops_g",
-    "videos_per_s": "paper_videos_per_s", "top1_ucf101": "paper_top1_ucf101", "top1_hmdb51": "paper_top1_hmdb51",
-}
-
-
 def paper_rows(table: str) -> list[dict]:
     """A fresh copy of the paper's rows of `table` ("1".."9")."""
     if table not in PAPER:

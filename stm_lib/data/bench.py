@@ -6,15 +6,11 @@ JPEG frame folders, H.264 mp4 and VP9 webm, so the formats are compared on ident
 """
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from stm_lib.data import decode
@@ -84,36 +80,9 @@ def clips_per_second(paths: list[Path], frames: int, input_size: int, workers: i
 
 
 def provenance(argv: list[str], wall_s: float) -> dict:
-    def git(*a):
-        try:
-            return subprocess.run(["git", *a], capture_output=True, text=True, timeout=10,
-                                  cwd=Path(__file__).resolve().parents[2]).stdout.strip()
-        except Exception:
-            return ""
+    from stm_lib.provenance import record
 
-    cpu = platform.processor()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except Exception:
-        pass
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
-    for mod in ("torchvision", "PIL", "av", "decord"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:
-            versions[mod] = None
-    return {
-        "git_commit": git("rev-parse", "HEAD") or "none (no commit yet)",
-        "git_dirty": bool(git("status", "--porcelain")),
-        "command": " ".join(["stm", *argv]) if argv else "stm data bench",
-        "hardware": {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                     "platform": platform.platform(),
-                     "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()]},  # other jobs sharing the CPU
-        "versions": versions,
-        "wall_time_s": round(wall_s, 1),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    return record(" ".join(["stm", *argv]) if argv else "stm data bench", seconds=wall_s)
 
 
 def run_bench(frames: int = 8, input_size: int = 224, workers=(0, 2), clips: int = 8, clip_frames: int = 48,

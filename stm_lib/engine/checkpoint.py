@@ -1,79 +1,29 @@
-"""Atomic files and checkpoints a killed run can resume from.
+"""Checkpoints a killed run can resume from (atomic files: `stm_lib.io`).
 
-Everything is written to a temporary file in the same folder, flushed, fsync'ed and renamed over
-the target (`os.replace` is atomic on POSIX), so a SIGKILL at any moment leaves either the old or
-the new file, never half of one. Checkpoints hold only tensors and plain Python data (config as a
+A SIGKILL at any moment leaves either the old or the new file, never half of one. Checkpoints hold only tensors and plain Python data (config as a
 dict, RNG states as tensors/lists) so that they load with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
-import json
-import os
 import pickle
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from stm_lib.io import atomic_copy, atomic_write, atomic_write_json, atomic_write_text  # noqa: F401 (re-exported)
+from stm_lib.io import json_default as _json_default  # noqa: F401 (evaluate.py)
+
+_atomic = atomic_write   # old name (tests)
+
 LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
 
 
-def _umask() -> int:
-    old = os.umask(0)
-    os.umask(old)
-    return old
-
-
-_MODE = 0o666 & ~_umask()  # mkstemp creates 0600 files; results should read like any other file
-
-
-def _atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _MODE)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    _atomic(Path(path), lambda f: f.write(text.encode()))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer, np.floating)):
-        return o.item()
-    if isinstance(o, (tuple, set)):
-        return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
 def atomic_save(obj: Any, path: str | Path) -> None:
-    _atomic(Path(path), lambda f: torch.save(obj, f))
-
-
-def atomic_copy(src: str | Path, dst: str | Path) -> None:
-    with open(src, "rb") as s:
-        _atomic(Path(dst), lambda f: shutil.copyfileobj(s, f, 1 << 20))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 class CheckpointError(ValueError):

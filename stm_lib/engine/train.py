@@ -18,18 +18,14 @@ import dataclasses
 import io
 import math
 import os
-import platform
-import shlex
-import subprocess
-import sys
 import time
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from stm_lib import provenance as P
 from stm_lib.config import Config
 from stm_lib.engine import checkpoint as ckpt
 from stm_lib.engine import distributed as D
@@ -59,10 +55,10 @@ def train(cfg: Config, command: str | None = None) -> Path:
     info = D.setup(tc.device)
     dev, log = info.device, (print if info.is_main else (lambda *a, **k: None))
     out = Path(tc.out)
-    command = command or shlex.join([Path(sys.argv[0]).name] + sys.argv[1:])
+    command = command or P.command_line()
     t_process = time.time()
-    session = {"id": f"{_now()}-{os.getpid()}", "start": _now(), "command": command,
-               "world_size": info.world_size, "status": "running", "git": _git()}
+    session = {"id": f"{P.now()}-{os.getpid()}", "start": P.now(), "command": command,
+               "world_size": info.world_size, "status": "running", "git": P.git_state()}
     started = False  # run.json is written only once this session owns the run folder
     was_deterministic, was_benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     try:
@@ -175,7 +171,7 @@ def train(cfg: Config, command: str | None = None) -> Path:
                 # schedule are rescaled, and the change is kept in the checkpoint and run.json
                 _rescale_lr(optimizer, scheduler, lr / old_lr)
                 change = {"epoch": start_epoch + 1, "step": int(partial["step"]) if partial else 0,
-                          "from": old_lr, "to": lr, "at": _now()}
+                          "from": old_lr, "to": lr, "at": P.now()}
                 lr_changes.append(change)
                 session["lr_change"] = change
                 log(f"lr changed on resume: {old_lr:g} -> {lr:g} from epoch {change['epoch']} step "
@@ -187,7 +183,7 @@ def train(cfg: Config, command: str | None = None) -> Path:
                 log(f"removed {p.name} (an interrupted write)")
             ckpt.atomic_write_text(out / "config.yaml", _yaml(cfg.to_dict()))
             with open(out / "command.txt", "a") as f:
-                f.write(f"# {_now()}  world_size={info.world_size}\n{command}\n")
+                f.write(f"# {P.now()}  world_size={info.world_size}\n{command}\n")
         if state is None and info.is_main:
             _write_metrics(out, [])
         if info.is_main:
@@ -343,7 +339,7 @@ def train(cfg: Config, command: str | None = None) -> Path:
         session["status"] = f"failed: {type(e).__name__}: {e}"[:500]
         raise
     finally:
-        session["end"] = _now()
+        session["end"] = P.now()
         session["seconds"] = round(time.time() - t_process, 3)
         if started and info.is_main and out.is_dir():
             _write_provenance(out, cfg, session, info)
@@ -515,7 +511,7 @@ def _tick(session: dict, t_process: float) -> dict:
     """The session entry with its time so far: run.json is rewritten at every checkpoint, so a
     session killed later (SIGKILL skips `finally`) is still listed with the time it ran."""
     session["seconds"] = round(time.time() - t_process, 3)
-    session["last_update"] = _now()
+    session["last_update"] = P.now()
     return session
 
 
@@ -581,53 +577,19 @@ def _write_provenance(out: Path, cfg: Config, session: dict, info: D.DistInfo) -
     sessions.append(dict(session))
     tc = cfg.train
     run = {
-        "git": session.get("git") or _git(),
+        "git": session.get("git") or P.git_state(),
         "seed": tc.seed,
         "command": sessions[0]["command"],
         "effective_lr": effective_lr(tc.lr, tc.batch_size, tc.lr_scale),
         "global_batch": tc.batch_size,
         "world_size": info.world_size,
-        "hardware": _hardware(info),
-        "versions": _versions(),
+        "hardware": P.hardware(str(info.device)),
+        "versions": P.versions(),
         "status": session["status"],
         "wall_time_s": round(sum(s.get("seconds", 0.0) for s in sessions), 3),
         "sessions": sessions,
     }
     ckpt.atomic_write_json(path, run)
-
-
-def _git() -> dict:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-        return {"commit": commit, "dirty": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def _hardware(info: D.DistInfo) -> dict:
-    hw = {"host": platform.node(), "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-          "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(info.device)}
-    if torch.cuda.is_available():
-        hw["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return hw
-
-
-def _versions() -> dict:
-    v = {"python": platform.python_version(), "torch": torch.__version__}
-    try:
-        import torchvision
-
-        v["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
-    import stm_lib
-
-    v["stm_lib"] = stm_lib.__version__
-    return v
 
 
 def _tensorboard(out: Path):
@@ -646,5 +608,3 @@ def _bar(total: int, initial: int, desc: str, enabled: bool):
                 disable=None if enabled else True)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

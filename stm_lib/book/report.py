@@ -1,0 +1,490 @@
+"""Reports are pure functions of a `Result`: the side-by-side table, the figures, the commentary
+and the whole book page. The notebooks call them after a run; `stm book` calls them on a
+`results.json` read back from `runs/`, so a page re-renders without training anything.
+
+Nothing here types a measured number: values come from the result, the paper's from `paper.py`
+(through the result), verdicts from `stats.compare` (stored in the result's claims).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from stm_lib.book import stats
+from stm_lib.book.result import Result, Row
+from stm_lib.book.tables import PROFILES, Table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# What a full-profile run needs, per real dataset (sizes: the datasets' official train/val splits;
+# Kinetics-400 varies with what is still online).
+DATASETS = {
+    "ssv1": dict(name="Something-Something v1", train=86_017, val=11_522, epochs=50,
+                 layout="`20bn-something-something-v1/<id>/00001.jpg ...` and "
+                        "`something-something-v1-{labels,train,validation}.csv` (lines `id;label`)"),
+    "ssv2": dict(name="Something-Something v2", train=168_913, val=24_777, epochs=50,
+                 layout="`<id>.webm` and `something-something-v2-{labels,train,validation}.json`"),
+    "jester": dict(name="Jester", train=118_562, val=14_787, epochs=50,
+                   layout="`20bn-jester-v1/<id>/00001.jpg ...` and `jester-v1-{labels,train,validation}.csv`"),
+    "kinetics400": dict(name="Kinetics-400", train=240_000, val=19_800, epochs=50,
+                        layout="`<split>/<class>/<youtube_id>_<start:06d>_<end:06d>.mp4` and a csv "
+                               "`label,youtube_id,time_start,time_end,split`"),
+    "ucf101": dict(name="UCF-101", train=9_537, val=3_783, epochs=25,
+                   layout="`UCF-101/<Class>/v_<Class>_gXX_cYY.avi` and `ucfTrainTestlist/` "
+                          "(`classInd.txt`, `trainlist0N.txt`, `testlist0N.txt`)"),
+    "hmdb51": dict(name="HMDB-51", train=3_570, val=1_530, epochs=25,
+                   layout="`<class>/<name>.avi` and `<class>_test_split{1,2,3}.txt`"),
+}
+PAPER_SPEED = {8: 62.0, 16: 32.0}   # STM's videos/s on a GTX 1080 Ti (paper Table 9): the GPU-hour yardstick
+TRAIN_COST = 3                      # a training step costs about 3 forward passes (forward + backward)
+IMAGENET_FILE = "resnet50-0676ba61.pth"   # torchvision's IMAGENET1K_V1 ResNet-50, the weights TSN/TSM/STM used
+
+VERDICT_WORDS = {"holds": "holds", "reversed": "reversed", "not resolved": "not resolved",
+                 "uninformative": "uninformative"}
+WHY = {
+    "ceiling": "both sides are at the ceiling (>= {ceiling:g}%), so the proxy leaves no room for an ordering",
+    "chance": "both sides are within noise of chance ({chance:.3g}%): the task was not learned by either",
+    "one seed": "one seed per row: without a seed spread no difference can be judged",
+    "within 2 SE": "the difference is within two standard errors over seeds",
+    "beyond 2 SE": "the difference exceeds two standard errors over seeds",
+    "not measured": "not measured in this run",
+}
+
+
+# ---- numbers as text --------------------------------------------------------------------------
+
+def _fmt(metric: str, v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if metric == "params_m":
+        return f"{v:.2f}"
+    if metric == "flops_g":
+        return f"{v:.3f}" if v < 100 else f"{v:.1f}"
+    if metric == "videos_per_s":
+        return f"{v:.3g}"
+    if metric.startswith("ratio"):
+        return f"{v:.2f}"
+    if metric.startswith("corr"):
+        return f"{v:.3f}"
+    return f"{v:.1f}"
+
+
+def measured_text(row: Row, metric: str) -> str:
+    """Mean over seeds, with the sample std when there are two seeds or more."""
+    if metric == "ratio_vs_tsm":
+        return _fmt(metric, row.speed.ratio_vs_tsm if row.speed else None)
+    v = row.value(metric)
+    s = row.std(metric)
+    text = _fmt(metric, v)
+    if s is not None:
+        text += f" ± {_fmt(metric, s)}"
+    if metric in ("params_m", "flops_g") and row.exact(metric):
+        text += "\u00a0✓"
+    return text
+
+
+def _num_classes(result: Result, table: Table, metric: str) -> int | None:
+    part = next((p.name for p in (*table.parts, *((table.pretrain,) if table.pretrain else ()))
+                 if p.metric == metric.replace("top5", "top1")), "")
+    try:
+        return table.num_classes(result.profile, part)
+    except (KeyError, ValueError):
+        return None
+
+
+def hidden_columns(result: Result, table: Table) -> dict[str, str]:
+    """Measured columns a page leaves out, with the reason: top-5 where the data has so few
+    classes that top-5 is near-trivial (a 10-class proxy: top-5 is half the classes)."""
+    out = {}
+    for key, _ in table.columns:
+        if key.startswith("top5"):
+            n = _num_classes(result, table, key)
+            if n is not None and n <= 10:
+                out[key] = (f"measured top-5 is not shown: the {result.profile} data has {n} classes, so top-5 "
+                            f"covers {min(100, round(500 / n))}% of them and says little")
+    return out
+
+
+# ---- the side-by-side table -------------------------------------------------------------------
+
+def _status_badge(row: Row, notes: dict[str, int]) -> str:
+    label = {"not_run": "not run"}.get(row.status, row.status)
+    if row.reason:
+        n = notes.setdefault(row.reason, len(notes) + 1)
+        label += f" [{n}]"
+    return label
+
+
+def table_rows(result: Result, table: Table) -> tuple[list[str], list[list[str]], dict[str, int]]:
+    """(headers, cells, footnotes {reason: number}) of the page's table."""
+    hidden = hidden_columns(result, table)
+    cols = [(k, h) for k, h in table.columns if k not in hidden]
+    seeds = len(result.seeds)
+    notes: dict[str, int] = {}
+    headers = []
+    for k, h in cols:
+        if not k.startswith("paper:") and k in result.metrics() and seeds > 1:
+            h += f" (mean ± std, {seeds} seeds)"
+        headers.append(h)
+    cells = []
+    for r in result.rows:
+        line = []
+        for k, _ in cols:
+            if k.startswith("paper:"):
+                line.append(r.paper.get(k.split(":", 1)[1]) or "—")
+            elif k == "status":
+                line.append(_status_badge(r, notes))
+            elif k in ("setting",):
+                line.append(r.setting)
+            elif k == "frames":
+                line.append("—" if r.frames is None else str(r.frames))
+            elif k == "run_frames":
+                line.append("—" if r.run_frames is None else str(r.run_frames))
+            elif k in r.info:
+                line.append("—" if r.info[k] is None else str(r.info[k]))
+            else:
+                line.append(measured_text(r, k))
+        cells.append(line)
+    return headers, cells, notes
+
+
+def table_frame(result: Result, table: Table):
+    """The side-by-side table as a DataFrame (what a notebook displays)."""
+    import pandas as pd
+
+    headers, cells, _ = table_rows(result, table)
+    return pd.DataFrame(cells, columns=headers)
+
+
+def table_markdown(result: Result, table: Table) -> str:
+    headers, cells, notes = table_rows(result, table)
+    esc = [[c.replace("|", "\\|") for c in line] for line in cells]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(line) + " |" for line in esc]
+    foot = [f"[{n}] {reason}" for reason, n in notes.items()]
+    extra = list(hidden_columns(result, table).values())
+    if any(r.complexity for r in result.rows):
+        extra.append("✓: equal to the paper's figure at the precision the paper printed")
+    out = "\n".join(lines)
+    if foot or extra:
+        out += "\n\n" + "  \n".join(foot + extra)
+    return out
+
+
+# ---- figures ----------------------------------------------------------------------------------
+
+def _label(r: Row) -> str:
+    f = r.run_frames or r.frames
+    return f"{r.setting} {f}F" if f and r.model else r.setting
+
+
+def figures(result: Result, table: Table) -> dict:
+    """{name: matplotlib Figure} re-drawn from the result alone."""
+    out = {}
+    for metric in [m for m in table.metrics if any(m in r.seeds for r in result.rows)]:
+        out[f"bars-{metric}" if metric != "top1" else "bars"] = _bars(result, metric)
+    if any(s.val_top1 for r in result.rows for s in r.runs):
+        out["curves"] = _curves(result)
+    if table.speed and any(r.speed for r in result.rows):
+        out["speed"] = _speed(result)
+    for name, fig in out.items():
+        fig.set_label(name)          # runner.save names the file after it
+    return out
+
+
+def _bars(result: Result, metric: str):
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in result.rows if metric in r.seeds or (r.model and r.paper.get(metric))]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(shown) + 1.6), sharey=True)
+    ys = range(len(shown))
+    paper = [r.paper_value(metric) for r in shown]
+    axes[0].barh(ys, [v or 0 for v in paper], color="#8c8c8c")
+    meas = [r.value(metric) for r in shown]
+    err = [r.std(metric) or 0 for r in shown]
+    axes[1].barh(ys, [v or 0 for v in meas], xerr=err, color="#1f77b4", capsize=3)
+    for ax, vals, none in ((axes[0], paper, "not in the paper's table"), (axes[1], meas, "not run")):
+        for i, v in enumerate(vals):
+            ax.text((v or 0) + 1, i, none if v is None else f"{v:.1f}", va="center", fontsize=8)
+        ax.set_xlim(0, 108)
+    chance = result.chance.get(metric)
+    if chance is not None:
+        axes[1].axvline(chance, color="#d62728", ls="--", lw=1, label=f"chance {chance:.3g}%")
+        axes[1].legend(fontsize=8, loc="lower right")
+    n = len(result.seeds)
+    axes[0].set_title(f"paper, {metric.replace('_', ' ')} (%)")
+    axes[1].set_title(f"measured ({result.profile}), mean" + (f" ± std over {n} seeds" if n > 1 else ", 1 seed"))
+    axes[0].set_yticks(list(ys), [_label(r) for r in shown])
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
+def _curves(result: Result):
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, r in enumerate(result.rows):
+        for part in dict.fromkeys(s.part for s in r.runs):
+            runs = [s for s in r.curves(part) if s.val_top1]
+            if not runs:
+                continue
+            colour = f"C{i % 10}"
+            label = _label(r) + (f" ({part})" if part else "")
+            for k, s in enumerate(runs):
+                ep = range(1, len(s.val_top1) + 1)
+                a1.plot(ep, s.val_top1, color=colour, lw=1, alpha=0.8, label=label if k == 0 else None,
+                        ls="-" if part in ("", "ucf101") else "--")
+                if s.train_loss:
+                    a2.plot(range(1, len(s.train_loss) + 1), s.train_loss, color=colour, lw=1, alpha=0.8,
+                            label=label if k == 0 else None)
+    chance = result.chance.get("top1")
+    if chance is not None:
+        a1.axhline(chance, color="#d62728", ls="--", lw=1, label=f"chance {chance:.3g}%")
+    a1.set(xlabel="epoch", ylabel="val top-1 (%)", title=f"validation top-1, every seed ({result.profile})")
+    a2.set(xlabel="epoch", ylabel="loss", title="training loss")
+    a1.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def _speed(result: Result):
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result.rows if r.speed]
+    by = {(r.model, r.run_frames or r.frames): r for r in rows}
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    xs = range(len(rows))
+    meas = [r.speed.ratio_vs_tsm or 0 for r in rows]
+    paper = []
+    for r in rows:
+        tsm = by.get(("tsm", r.run_frames or r.frames))
+        p, q = r.paper_value("videos_per_s"), tsm.paper_value("videos_per_s") if tsm else None
+        paper.append(p / q if p and q else 0)
+    ax.bar([x - 0.2 for x in xs], paper, 0.4, color="#8c8c8c", label="paper (GTX 1080 Ti)")
+    ax.bar([x + 0.2 for x in xs], meas, 0.4, color="#1f77b4", label=f"measured ({rows[0].speed.device})")
+    ax.set_xticks(list(xs), [_label(r) for r in rows], rotation=20)
+    ax.axhline(1.0, color="k", lw=0.5)
+    ax.set(ylabel="videos/s relative to TSM", title="inference speed relative to TSM (same frames)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ---- commentary -------------------------------------------------------------------------------
+
+def commentary(result: Result, table: Table) -> str:
+    """One line per ordering the paper claims: the paper's numbers, the measured means and the
+    verdict, word for word as stored in the result (stats.compare)."""
+    by = {r.id: r for r in result.rows}
+    lines = []
+    for c in result.claims:
+        a, b = by.get(c.better), by.get(c.worse)
+        name = f"**{_label(a) if a else c.better} > {_label(b) if b else c.worse}**"
+        paper = (f"paper {c.paper[0]} vs {c.paper[1]}" if None not in c.paper
+                 else "an ordering stated in the paper's text")
+        metric = c.metric.replace("_", " ")
+        if c.why == "not measured" or None in c.measured:
+            lines.append(f"- {name} on {metric} ({paper}): not measured in this run.")
+            continue
+        sa = a.std(c.metric) if a else None
+        sb = b.std(c.metric) if b else None
+        meas = (f"{c.measured[0]:.1f}" + (f" ± {sa:.1f}" if sa is not None else "") + " vs "
+                + f"{c.measured[1]:.1f}" + (f" ± {sb:.1f}" if sb is not None else ""))
+        se = f", two standard errors of the difference {2 * c.se_diff:.1f}" if c.se_diff is not None else ""
+        why = WHY.get(c.why, c.why).format(ceiling=stats.CEILING, chance=c.chance or 0)
+        lines.append(f"- {name} on {metric} ({paper}). Measured ({result.profile}, {min(c.n_seeds)} seed"
+                     f"{'s' if min(c.n_seeds) != 1 else ''} per row) {meas}: difference {c.diff:+.1f}{se}. "
+                     f"Verdict: **{VERDICT_WORDS[c.verdict]}** ({why}).")
+    if not lines:
+        return "No ordering of the paper's is checked in this run."
+    counts = {v: sum(c.verdict == v for c in result.claims) for v in VERDICT_WORDS}
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    text = "\n".join(lines) + f"\n\nOver the {len(result.claims)} orderings: {summary}."
+    if result.profile == "smoke":
+        text += (" This is the **smoke** profile (one short epoch on a few dozen tiny clips): the verdicts are about "
+                 f"noise, not about STM. `make reproduce TABLE={table.id}` gives proxy numbers.")
+    elif result.profile == "proxy":
+        text += (f" Proxy verdicts are about a small synthetic stand-in for {table.real_name} at CPU scale; a "
+                 "verdict there says what this proxy shows, not what the paper's dataset would.")
+    return text
+
+
+# ---- the page -----------------------------------------------------------------------------------
+
+def intro_markdown(table: Table) -> str:
+    """The notebook's opening prose (its markdown cells before the first code cell): the page's
+    narrative, written once, in the notebook that produces the numbers."""
+    nb = ROOT / "book" / f"{table.notebook}.ipynb"
+    if not nb.is_file():
+        return f"# {table.title}"
+    cells = json.loads(nb.read_text()).get("cells", [])
+    out = []
+    for c in cells:
+        if c.get("cell_type") != "markdown":
+            break
+        out.append("".join(c.get("source", [])))
+    return "\n\n".join(out) or f"# {table.title}"
+
+
+def settings_markdown(result: Result) -> str:
+    s = dict(result.settings)
+    channels = s.pop("stm_channels", None)
+    what = {"smoke": "the **smoke profile**: a tiny run that only shows the pipeline works; its numbers mean "
+                     "nothing",
+            "proxy": "the **proxy profile**: an embedded synthetic proxy dataset at CPU scale; numbers are proxy "
+                     "numbers, never the paper's",
+            "full": "the **full profile**: the paper's settings on the real dataset"}.get(result.profile, result.profile)
+    keys = ", ".join(f"{k} `{v}`" for k, v in s.items() if v not in (None, "", [], {}) and not isinstance(v, dict))
+    nested = "; ".join(f"{k}: " + ", ".join(f"{a} `{b}`" for a, b in v.items()) for k, v in s.items()
+                       if isinstance(v, dict) and v)
+    seeds = result.seeds
+    text = f"These numbers come from {what}. "
+    if seeds:
+        text += f"Training seeds: {', '.join(map(str, seeds))} ({len(seeds)} per trained row). "
+    text += f"Settings: {keys}" + (f"; {nested}" if nested else "") + "."
+    if channels:
+        text += " The STM as trained here, per stage (bottleneck width, block output" + \
+            (", CMM channels" if any("cmm_channels" in c for c in channels.values()) else "") + "): " + \
+            "; ".join(f"{k.replace('stage', 'stage ')} {c['width']} / {c['out']}"
+                      + (f" / {c['cmm_channels']}" if "cmm_channels" in c else "") for k, c in channels.items()) + "."
+    if any(run.converged is not None for r in result.rows for run in r.runs):
+        rule = result.convergence_rule.removeprefix("converged: ")
+        text += f"\n\nConvergence rule: a run has converged when {rule}. " + _convergence(result)
+    return text
+
+
+def _convergence(result: Result) -> str:
+    runs = [s for r in result.rows for s in r.runs if s.converged is not None]
+    if not runs:
+        return ""
+    bad = sorted({f"{_label(r)}" for r in result.rows for s in r.runs if s.converged is False})
+    if not bad:
+        return f"All {len(runs)} runs meet it."
+    return f"{len(runs) - sum(1 for r in result.rows for s in r.runs if s.converged is False)} of {len(runs)} " \
+           f"runs meet it; not converged: {', '.join(bad)}."
+
+
+def provenance_box(result: Result, files: dict[str, str], runs_path: str) -> str:
+    pv = result.provenance or {}
+    git = pv.get("git") or {}
+    hw = pv.get("hardware") or {}
+    links = " · ".join(f"{{download}}`{label} <{path}>`" for label, path in files.items())
+    dirty = ""
+    if git.get("dirty") or pv.get("git_changed_during_run"):
+        dirty = ("\n\n**Warning:** this run was made from a checkout with uncommitted changes"
+                 if git.get("dirty") else "\n\n**Warning:** the checkout changed while this run was going") + \
+                ": the commit below does not fully describe the code that produced these numbers."
+    gpus = ", ".join(hw.get("gpus") or []) or "no GPU"
+    notes = "".join(f"\n\n{n}" for n in result.notes)
+    return (f":::{{admonition}} Provenance\n:class: note\n\n"
+            f"Files of this run (`{runs_path}/`): {links or '—'}{dirty}\n\n"
+            f"- commit `{(git.get('commit') or '?')[:12]}`{' (dirty tree)' if git.get('dirty') else ''}, "
+            f"branch `{git.get('branch') or '?'}`\n"
+            f"- command `{pv.get('command', '?')}`\n"
+            f"- hardware: {hw.get('cpu', '?')} ({hw.get('cpu_count', '?')} cores), {gpus}\n"
+            f"- wall time {pv.get('wall_time_s', '?')} s, finished {pv.get('end', '?')}\n"
+            f"- torch {(pv.get('versions') or {}).get('torch', '?')}, Python "
+            f"{(pv.get('versions') or {}).get('python', '?')}{notes}\n:::")
+
+
+def real_number_box(table: Table) -> str:
+    """What the paper's own number takes: the command, the data, the weights and the GPU time."""
+    if table.id == "figure1":
+        return ""
+    parts = [p for p in table.parts] + ([table.pretrain] if table.pretrain else [])
+    datasets = list(dict.fromkeys(p.full_dataset for p in parts))
+    trainable = sum(1 for r in table.paper_rows() if r.get("model"))
+    hours = []
+    for d in datasets:
+        f = DATASETS[d]
+        per_row = (f["epochs"] * f["train"] * TRAIN_COST / PAPER_SPEED[8]
+                   + f["val"] * 30 / PAPER_SPEED[8]) / 3600
+        hours.append(f"{f['name']}: about {per_row:.0f} GPU-hours per 8-frame row (twice that at 16 frames)")
+    root = "DATA_ROOT=/data" if table.id == "4" else f"DATA_ROOT=/data/{datasets[0]}"
+    layout = "\n".join(f"- {DATASETS[d]['name']} ({d}): {DATASETS[d]['layout']}" for d in datasets)
+    if table.id == "4":
+        layout += "\n- Table 4 expects `DATA_ROOT/kinetics400`, `DATA_ROOT/ucf101` and `DATA_ROOT/hmdb51`."
+    full = PROFILES["full"]
+    return (f":::{{admonition}} The real number\n:class: tip\n\n"
+            f"```bash\nmake reproduce TABLE={table.id} PROFILE=full {root}\n```\n\n"
+            f"The data, in the layout it ships in:\n\n{layout}\n\n"
+            f"ImageNet weights: torchvision's ResNet-50 `IMAGENET1K_V1` ({IMAGENET_FILE}); offline, put that file "
+            f"in `~/.cache/torch/hub/checkpoints/` or set `overrides={{\"model\": {{\"pretrained\": "
+            f"\"/path/{IMAGENET_FILE}\"}}}}`. Recipe: {full['epochs']} epochs (25 for UCF-101/HMDB-51 "
+            f"fine-tuning), batch 64 at 8 frames and 32 at 16 frames, lr {full['lr']}, 10 clips x 3 crops at test.\n\n"
+            f"Cost, estimated from the paper's own speed (STM 8F: {PAPER_SPEED[8]:g} videos/s on a GTX 1080 Ti, "
+            f"a training step ~{TRAIN_COST}x a forward pass): " + "; ".join(hours) +
+            f". This table trains {trainable} of its rows; a current GPU is several times faster.\n:::")
+
+
+def page(result: Result, table: Table, figures: list[str] = (), files: dict[str, str] | None = None,
+         other_profiles: list[str] = (), runs_path: str = "runs") -> str:
+    """The whole book page of one table, as MyST Markdown."""
+    parts = [intro_markdown(table)]
+    label = {"proxy": "proxy", "smoke": "smoke", "full": "full"}.get(result.profile, result.profile)
+    if result.profile != "full":
+        parts.append(f":::{{important}}\nMeasured values on this page are **{label}** numbers: "
+                     f"{'a tiny pipeline check' if label == 'smoke' else 'a synthetic stand-in for ' + table.real_name + ' at CPU scale'}"
+                     f", not the paper's. Compare orderings, not values.\n:::")
+    heading = "Paper and measured, side by side" if table.train else "What was measured"
+    parts += [f"## {heading}", settings_markdown(result), table_markdown(result, table)]
+    if figures:
+        parts.append("## Plots")
+        parts += [f"![{Path(f).stem}]({f})" for f in figures]
+    stored = [p for p in (files or {}) if p.startswith("figures/")]
+    if stored and not figures:
+        parts.append("## Figures")
+        parts += [f"![{Path(p).stem}]({(files or {})[p]})" for p in stored]
+    parts += ["## What the numbers say", commentary(result, table)]
+    if other_profiles:
+        parts.append(f"Other runs of this table in `runs/`: {', '.join(other_profiles)} (the book shows "
+                     f"the {label} run).")
+    parts += [provenance_box(result, files or {}, runs_path), real_number_box(table)]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+# ---- the status page ----------------------------------------------------------------------------
+
+def status_page(results: dict[str, dict[str, Result]], chosen: dict[str, str]) -> str:
+    """Every table: the run the book shows, its seeds, verdict counts and provenance flags."""
+    from stm_lib.book.tables import TABLES
+
+    out = ["# Reproduction status", "",
+           "Written by `stm book` from every `results.json` under `runs/`; nothing on this page is typed by hand. "
+           "Row status: *exact* (measured at the paper's own setting, equal at its printed precision), *proxy* / "
+           "*smoke* (trained here on an embedded synthetic proxy at CPU scale: never the paper's number), *full* "
+           "(the paper's settings on the real data), *not run* (with the reason). Verdicts on the paper's "
+           "orderings: *holds* / *reversed* (the mean difference over seeds exceeds two standard errors), "
+           "*not resolved* (within two standard errors, or a single seed), *uninformative* (both sides at the "
+           "ceiling or at chance).", "",
+           "| table | shown | runs | seeds per row | rows trained | rows not run | verdicts |",
+           "|---|---|---|---|---|---|---|"]
+    sections = []
+    for t, table in TABLES.items():
+        name = "Figure 1" if t == "figure1" else f"Table {t}"
+        profs = results.get(t, {})
+        if not profs:
+            out.append(f"| {name} | not run | — | — | — | — | — |")
+            continue
+        res = profs[chosen[t]]
+        trained = [r for r in res.rows if r.seeds]
+        not_run = [r for r in res.rows if r.status == "not_run"]
+        counts = {v: sum(c.verdict == v for c in res.claims) for v in VERDICT_WORDS}
+        verdicts = ", ".join(f"{n} {v}" for v, n in counts.items() if n) or "—"
+        out.append(f"| [{name}](../tables/{table.notebook}.md) | {chosen[t]} | {', '.join(sorted(profs))} | "
+                   f"{len(res.seeds) or '—'} | {len(trained)} | {len(not_run)} | {verdicts} |")
+        sec = [f"## {name}: {table.title}", ""]
+        for p, r in sorted(profs.items()):
+            pv = r.provenance or {}
+            g = pv.get("git") or {}
+            flag = " **(dirty tree)**" if g.get("dirty") else ""
+            flag += " **(checkout changed during the run)**" if pv.get("git_changed_during_run") else ""
+            sec.append(f"- `{p}`: commit `{(g.get('commit') or '?')[:10]}`{flag}, {pv.get('wall_time_s', '?')} s, "
+                       f"{len(r.seeds)} seed(s), finished {pv.get('end', '?')}.")
+        for c in res.claims:
+            sec.append(f"- {c.better} > {c.worse} ({c.metric}): **{c.verdict}**")
+        sections += sec + [""]
+    out += ["", *sections]
+    return "\n".join(out) + "\n"

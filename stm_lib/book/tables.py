@@ -1,0 +1,185 @@
+"""A table of the paper is one object: `TABLES["5"]` says what the page is, what the paper printed
+(rows and claimed orderings come from `paper.py`, where the numbers are typed once), which rows
+train, on which data at each profile, and what the page shows.
+
+A new ablation table is one `Table(...)` entry here plus a thin notebook (parameters, `runner.run`,
+`report` calls).
+
+Profiles (how big a run is):
+- smoke: the pipeline end to end in a minute or two per table; numbers are meaningless.
+- proxy: the embedded proxy datasets at CPU scale; every proxy table trains every row for the same
+  number of epochs (no table is shortened to save time) with several seeds, and each run is checked
+  against the one convergence rule (`stats.CONVERGENCE_RULE`), stored per run.
+- full: the paper's settings (section 4.2) on the real dataset: 8 frames at batch 64, 16 frames at
+  batch 32, lr 0.01 as stated (the paper does not scale the lr with the batch), 10 clips x 3 crops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stm_lib.book import stats
+from stm_lib.book.paper import CAPTIONS, CLAIMS, paper_rows
+
+# `train`: TrainConfig fields that differ from the paper's recipe at CPU scale. fc_lr_mult 1: the
+# TSM recipe's x5 fc lr is for a backbone loaded from ImageNet; from scratch it kept the loss near
+# 8 for 10 classes and top-1 at chance for several epochs in proxy runs here.
+PROFILES: dict[str, dict] = {
+    "smoke": dict(threads=1, frames=4, width_mult=0.25, input_size=32, epochs=1, batch_size=16, lr=0.02,
+                  lr_steps=(), num_workers=0, clips=1, crops=1, sixteen_frames=False, pretrained=None,
+                  train=dict(fc_lr_mult=1.0),
+                  data=dict(proxy_videos=80, proxy_classes=4, proxy_frames=8, proxy_resolution=32),
+                  speed=dict(width_mult=0.25, input_size=32, batch_size=4, warmup=1, repeats=2),
+                  seeds=1),
+    "proxy": dict(threads=1, frames=8, width_mult=0.25, input_size=64, epochs=8, batch_size=16, lr=0.02,
+                  lr_steps=(5, 7), num_workers=1, clips=1, crops=1, sixteen_frames=False, pretrained=None,
+                  train=dict(fc_lr_mult=1.0),
+                  data=dict(proxy_videos=1000, proxy_classes=10, proxy_frames=16, proxy_resolution=64),
+                  speed=dict(width_mult=1.0, input_size=224, batch_size=16, warmup=1, repeats=3),
+                  seeds=3),
+    # section 4.2: batch 64 at 8 frames, 32 at 16 frames (8 GPUs x 8 / x 4), lr 0.01 both, no scaling
+    "full": dict(frames=8, width_mult=1.0, input_size=224, epochs=50, batch_size=64, lr=0.01,
+                 lr_steps=(30, 40, 45), num_workers=8, clips=10, crops=3, sixteen_frames=True,
+                 pretrained="torchvision", train=dict(lr_scale=False), batch_16=32, data=dict(),
+                 speed=dict(width_mult=1.0, input_size=224, batch_size=16, warmup=5, repeats=20),
+                 seeds=1),
+}
+GPU_SPEED = dict(warmup=5, repeats=20)   # the proxy profile on a GPU: the paper's protocol, more repeats
+GPU_SEEDS = 5                            # proxy tables on a GPU (issue 10 item 8)
+
+# class counts of the real datasets (chance on a full-profile page)
+CLASSES = {"ssv1": 174, "ssv2": 174, "jester": 27, "kinetics400": 400, "ucf101": 101, "hmdb51": 51}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One dataset a table's rows are trained and evaluated on. Most tables have one part (name "");
+    Table 4 has "ucf101" and "hmdb51" (fine-tuned from "pretrain"). `metric` is the top-1 key of
+    the part in a `Row` ("top1", "top1_ucf101")."""
+    name: str
+    metric: str
+    full_dataset: str
+    proxy_dataset: str
+    data: dict = field(default_factory=dict)   # profile -> DataConfig fields on top of the profile's
+
+
+@dataclass(frozen=True)
+class Table:
+    id: str
+    title: str
+    real_name: str                          # what the paper trained on, in words
+    parts: tuple[Part, ...]
+    columns: tuple[tuple[str, str], ...]    # (key, header): "paper:<metric>", a measured metric, or a Row field
+    pretrain: Part | None = None            # Table 4: pre-train on this, fine-tune on each part
+    complexity: bool = False                # measure params/FLOPs at the paper's scale (Tables 8, 9)
+    speed: bool = False                     # measure videos/s (Table 9)
+    train: bool = True                      # False: nothing trained (Figure 1 is its own notebook)
+    frames: str = ("frames: the paper's; run_frames: as run here (the profile's frame count at smoke/proxy, "
+                   "where 16-frame rows are not trained; the paper's at full)")
+
+    @property
+    def caption(self) -> str | None:
+        return CAPTIONS.get(self.id)
+
+    @property
+    def notebook(self) -> str:
+        return self.id if self.id == "figure1" else f"table{self.id}"
+
+    def paper_rows(self) -> list[dict]:
+        """A fresh copy of the paper's rows (paper.py); [] for Figure 1."""
+        return paper_rows(self.id) if self.id != "figure1" else []
+
+    @property
+    def claims(self) -> list[tuple[str, str]]:
+        """(better, worse) row ids the paper's text orders on top-1 of every part."""
+        return list(CLAIMS.get(self.id, []))
+
+    @property
+    def metrics(self) -> list[str]:
+        return [p.metric for p in self.parts]
+
+    def part(self, name: str) -> Part:
+        for p in (*self.parts, *((self.pretrain,) if self.pretrain else ())):
+            if p.name == name:
+                return p
+        raise KeyError(f"table {self.id} has no part {name!r}")
+
+    def data(self, profile: str, part: str = "") -> dict:
+        """DataConfig fields (dataset and proxy_*) of one part at one profile (data_root aside)."""
+        p, prof = self.part(part), check_profile(profile)
+        if profile == "full":
+            return {"dataset": p.full_dataset}
+        return {"dataset": p.proxy_dataset, **prof["data"], **p.data.get(profile, {})}
+
+    def num_classes(self, profile: str, part: str = "") -> int:
+        d = self.data(profile, part)
+        return CLASSES[d["dataset"]] if profile == "full" else d["proxy_classes"]
+
+    def chance(self, profile: str, part: str = "") -> float:
+        return stats.chance(self.num_classes(profile, part))
+
+
+def check_profile(profile: str) -> dict:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    return PROFILES[profile]
+
+
+def _one(full: str, proxy_dataset: str = "proxy-temporal", **data) -> tuple[Part, ...]:
+    """The single part of a table; `data`: profile -> DataConfig overrides."""
+    return (Part("", "top1", full, proxy_dataset, data),)
+
+
+_ACC = (("setting", "setting"), ("frames", "frames"), ("run_frames", "frames run"), ("paper:top1", "paper top-1"),
+        ("top1", "measured top-1"), ("paper:top5", "paper top-5"), ("top5", "measured top-5"), ("status", "status"))
+_SSV1 = "Something-Something v1"
+
+TABLES: dict[str, Table] = {t.id: t for t in [
+    Table("1", "Something-Something v1 and v2", "Something-Something", _one("ssv1"), _ACC),
+    # Jester-like: another draw of the temporal proxy with more classes (Jester has 27)
+    Table("2", "Jester", "Jester",
+          _one("jester", proxy={"proxy_seed": 1, "proxy_classes": 16}, smoke={"proxy_seed": 1}), _ACC),
+    Table("3", "Kinetics-400", "Kinetics-400", _one("kinetics400", "proxy-scene"), _ACC),
+    # UCF-101 / HMDB-51-like: small scene proxies with other class counts, fine-tuned from a
+    # scene-proxy "pre-training" run (the paper fine-tunes from Kinetics)
+    Table("4", "UCF-101 and HMDB-51", "UCF-101 and HMDB-51",
+          (Part("ucf101", "top1_ucf101", "ucf101", "proxy-scene",
+                {"proxy": {"proxy_seed": 1, "proxy_classes": 12, "proxy_videos": 400},
+                 "smoke": {"proxy_seed": 1, "proxy_classes": 6, "proxy_videos": 60}}),
+           Part("hmdb51", "top1_hmdb51", "hmdb51", "proxy-scene",
+                {"proxy": {"proxy_seed": 2, "proxy_classes": 6, "proxy_videos": 300},
+                 "smoke": {"proxy_seed": 2, "proxy_classes": 4, "proxy_videos": 48}})),
+          (("setting", "setting"), ("pretrain", "paper pre-training"), ("frames", "frames"),
+           ("run_frames", "frames run"), ("paper:top1_ucf101", "paper UCF-101"), ("top1_ucf101", "measured UCF-101"),
+           ("paper:top1_hmdb51", "paper HMDB-51"), ("top1_hmdb51", "measured HMDB-51"), ("status", "status")),
+          pretrain=Part("pretrain", "top1_pretrain", "kinetics400", "proxy-scene")),
+    Table("5", "Impact of CSTM and CMM", _SSV1, _one("ssv1"), _ACC),
+    Table("6", "Fusion of the two modules", _SSV1, _one("ssv1"), _ACC),
+    Table("7", "Location and number of STM blocks", _SSV1, _one("ssv1"),
+          (("setting", "setting"), ("stage", "stage"), ("blocks", "blocks"), ("paper:top1", "paper top-1"),
+           ("top1", "measured top-1"), ("paper:top5", "paper top-5"), ("top5", "measured top-5"), ("status", "status"))),
+    Table("8", "Channel-wise vs ordinary temporal conv", _SSV1, _one("ssv1"),
+          (("setting", "setting"), ("paper:params_m", "paper params (M)"), ("params_m", "params (M)"),
+           ("paper:flops_g", "paper FLOPs (G)"), ("flops_g", "FLOPs (G)"), ("paper:top1", "paper top-1"),
+           ("top1", "measured top-1"), ("status", "status")), complexity=True),
+    Table("9", "Runtime and complexity", _SSV1, _one("ssv1"),
+          (("setting", "setting"), ("frames", "frames"), ("paper:flops_g", "paper FLOPs (G)"), ("flops_g", "FLOPs (G)"),
+           ("paper:params_m", "paper params (M)"), ("params_m", "params (M)"),
+           ("paper:videos_per_s", "paper videos/s (1080 Ti)"), ("videos_per_s", "videos/s here"),
+           ("ratio_vs_tsm", "speed / TSM"), ("paper:top1", "paper top-1"), ("top1", "measured top-1"),
+           ("status", "status")), complexity=True, speed=True),
+    Table("figure1", "Feature maps vs optical flow", _SSV1, _one("ssv1"),
+          (("setting", "feature map"), ("corr_with_flow", "correlation with flow magnitude"), ("status", "status")),
+          train=False),
+]}
+
+def get(table: str) -> Table:
+    """TABLES[table] with one clear error for an unknown id."""
+    t = TABLES.get(str(table))
+    if t is None:
+        raise ValueError(f"unknown table {table!r}; choose from {', '.join(TABLES)} (or 'all')")
+    return t
+
+
+def notebook_name(table: str) -> str:
+    """"5" -> "table5"; "figure1" -> "figure1"."""
+    return get(table).notebook

@@ -1,0 +1,102 @@
+"""The one provenance record: which code (git commit, dirty tree), which command and parameters,
+which hardware and library versions, when and how long. Written by `stm reproduce`
+(results.json), `stm train` (run.json) and `stm data bench`, so a number can always be traced back
+to what produced it.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("torch", "torchvision", "numpy", "pillow", "fvcore", "papermill", "opencv-contrib-python-headless", "decord", "av",
+            "stm-lib")
+
+
+def git_state(root: str | Path = ROOT) -> dict:
+    """Commit, whether tracked files differ from it, and branch; None values outside a checkout."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD") or None,
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+                "branch": git("rev-parse", "--abbrev-ref", "HEAD") or None}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None, "branch": None}
+
+
+def hardware(device: str | None = None) -> dict:
+    """CPU model, cores, torch threads, GPUs, memory and load (other jobs sharing the CPU)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    hw = {"host": platform.node(), "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+          "torch_threads": torch.get_num_threads(),
+          "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+          if torch.cuda.is_available() else []}
+    if device is not None:
+        hw["device"] = str(device)
+    try:
+        hw["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+        hw["load_average_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
+    except (ValueError, OSError, AttributeError):
+        pass
+    return hw
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    v = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            v[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            v[pkg] = None
+    return v
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def command_line() -> str:
+    """This process's command line, as a user would type it."""
+    return shlex.join([Path(sys.argv[0]).name] + sys.argv[1:])
+
+
+def record(command: str | None = None, parameters: dict | None = None, seed: int | None = None,
+           start: str | None = None, seconds: float | None = None, git: dict | None = None,
+           device: str | None = None) -> dict:
+    """The provenance record. `git`: the state when the work began; if the checkout moved or
+    changed meanwhile (modules imported late may then come from other code), `git_changed_during_run`
+    holds the state at the end."""
+    end_git = git_state()
+    git = git or end_git
+    rec = {"git": git}
+    if end_git != git:
+        rec["git_changed_during_run"] = end_git
+    rec.update({
+        "command": command or command_line(),
+        "parameters": parameters or {},
+        "seed": seed,
+        "hardware": hardware(device),
+        "versions": versions(),
+        "start": start,
+        "end": now(),
+        "wall_time_s": None if seconds is None else round(seconds, 1),
+    })
+    return rec

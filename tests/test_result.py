@@ -1,0 +1,202 @@
+"""The results.json schema (book/result.py) and the verdict statistics (book/stats.py): values
+computed by hand, boundaries of the two-standard-error rule, files a careless or malicious editor
+would write."""
+import json
+import math
+
+import pytest
+
+from stm_lib.book import stats
+from stm_lib.book.result import Claim, Result, Row, SchemaError, SeedRun, claim, paper_text
+
+
+# ---- stats ----------------------------------------------------------------------------------------
+
+def test_mean_std_by_hand():
+    assert stats.mean([40.0, 42.0, 44.0]) == 42.0
+    assert stats.std([40.0, 42.0, 44.0]) == 2.0            # sqrt((4 + 0 + 4) / 2)
+    assert stats.std([42.0]) is None                       # one seed: no spread known
+    assert stats.seed_se([40.0, 44.0]) == 2.0              # sqrt(8 / 2)
+    assert math.isclose(stats.binomial_se(10.0, 100), 3.0)  # 100 * sqrt(0.1 * 0.9 / 100)
+
+
+# a: mean 60, sample variance 2 (se^2 = 1); b: 58 with no spread -> se_diff = 1 exactly
+@pytest.mark.parametrize("a, b, verdict", [
+    ([59.0, 61.0], [58.0, 58.0], "not resolved"),     # diff = 2 SE exactly: not "exceeds"
+    ([59.01, 61.01], [58.0, 58.0], "holds"),          # just above
+    ([58.99, 60.99], [58.0, 58.0], "not resolved"),   # just below
+    ([58.0, 58.0], [59.01, 61.01], "reversed"),       # symmetric
+    ([58.0, 58.0], [58.99, 60.99], "not resolved"),
+])
+def test_verdict_at_two_standard_errors(a, b, verdict):
+    c = stats.compare(a, b, n_val=200, chance_percent=10.0)
+    assert c.verdict == verdict
+    assert math.isclose(c.se_diff, 1.0, rel_tol=1e-6) and c.n_seeds == (2, 2)
+
+
+def test_single_seed_is_never_a_verdict():
+    c = stats.compare([80.0], [20.0], n_val=200, chance_percent=10.0)
+    assert c.verdict == "not resolved" and c.why == "one seed" and c.se_diff is None
+    assert stats.compare([80.0, 81.0, 79.0], [20.0], 200, 10.0).verdict == "not resolved"
+
+
+def test_ceiling_and_chance_are_uninformative():
+    assert stats.compare([96.0, 97.0, 98.0], [95.0, 99.0, 100.0], 200, 10.0).why == "ceiling"
+    # chance 10% on 200 clips: 2 binomial SE = 4.24 points
+    c = stats.compare([12.0, 13.0, 11.0], [9.0, 10.0, 11.0], 200, 10.0)
+    assert c.verdict == "uninformative" and c.why == "chance"
+    # one side learned: the comparison is informative
+    assert stats.compare([30.0, 32.0, 31.0], [9.0, 10.0, 11.0], 200, 10.0).verdict == "holds"
+    # one side at the ceiling only: informative
+    assert stats.compare([99.0, 98.0, 99.5], [90.0, 91.0, 89.0], 200, 10.0).verdict == "holds"
+    # the seed spread widens the chance band: 14.4 +- (seed SE 3.2) is within 2 * 3.2 of 10
+    assert stats.near_chance([10.0, 15.0, 21.0, 11.6], 200, 10.0)
+    assert not stats.near_chance([15.0, 15.0], 200, 10.0)
+
+
+@pytest.mark.parametrize("n", [None, 0, -5, 2.5, True])
+def test_missing_sample_size_is_refused(n):
+    with pytest.raises(ValueError, match="sample size"):
+        stats.compare([50.0, 51.0], [40.0, 41.0], n_val=n, chance_percent=10.0)
+
+
+def test_convergence_rule():
+    assert not stats.converged([10, 20, 30, 40, 50, 60, 61, 62])      # 60 -> 62: a 2-point band
+    assert stats.converged([10, 20, 30, 40, 50, 60, 61, 61.5])
+    assert not stats.converged([10, 20, 30, 40, 50, 61, 61, 55])     # fell: not settled
+    assert not stats.converged([50.0])                                # one epoch shows nothing
+
+
+# ---- the schema ------------------------------------------------------------------------------------
+
+def _result() -> Result:
+    stm = Row("stm", "STM", "stm", 8, "proxy", run_frames=8, paper={"top1": paper_text(49.2)},
+              seeds={"top1": [40.0, 42.0, 44.0], "top5": [100.0, 100.0, 100.0]}, n_val={"top1": 200, "top5": 200},
+              runs=[SeedRun(s, f"train/stm-s{s}", epochs=3, val_top1=[10.0, 30.0, 40.0 + 2 * s],
+                            train_loss=[2.0, 1.5, 1.2], converged=False, config={"train": {"seed": s}})
+                    for s in range(3)])
+    tsn = Row("tsn", "TSN", "tsn", 8, "proxy", paper={"top1": paper_text(19.7)}, seeds={"top1": [10.0, 11.0, 12.0]},
+              n_val={"top1": 200})
+    other = Row("i3d", "I3D", None, "32", "not_run", reason="other method", paper={"top1": paper_text(72.0)})
+    return Result("5", "proxy", "Impact of CSTM and CMM", "caption", [stm, tsn, other],
+                  claims=[claim(stm, tsn, "top1", 10.0), claim(stm, other, "top1", 10.0)], seeds=[0, 1, 2],
+                  chance={"top1": 10.0}, provenance={"git": {"commit": "a" * 40}})
+
+
+def test_round_trip_and_the_must_show_keys():
+    res = _result()
+    text = res.to_json()
+    d = json.loads(text)
+    row = d["rows"][0]
+    assert row["top1_seeds"] == [40.0, 42.0, 44.0] and row["top1"] == 42.0 and row["top1_std"] == 2.0
+    assert d["rows"][1]["top1_std"] == 1.0
+    assert d["rows"][2]["paper"]["top1"] == "72.0"            # the paper's precision, not 72
+    assert d["claims"][0]["verdict"] == "holds" and d["claims"][1]["verdict"] == "not resolved"
+    assert d["claims"][1]["why"] == "not measured"
+    back = Result.from_json(text)
+    assert back == res and back.to_json() == text
+    assert back.row("stm").runs[2].val_top1 == [10.0, 30.0, 44.0]
+
+
+def test_one_clear_error_per_problem():
+    d = json.loads(_result().to_json())
+
+    def fails(mutate, match):
+        doc = json.loads(json.dumps(d))
+        mutate(doc)
+        with pytest.raises(SchemaError, match=match):
+            Result.from_dict(doc, "r.json")
+
+    fails(lambda x: x.update(version=3), "version 3")
+    fails(lambda x: x.pop("version"), "version None")
+    fails(lambda x: x["rows"][0].pop("status"), r"rows\[0\] \(stm\): missing field 'status'")
+    fails(lambda x: x["rows"][0].update(status="proxy (sort of)"), "not one of")
+    fails(lambda x: x["rows"][0].update(top1=50.0), "top1 = 50.0 does not match")   # edited the mean only
+    fails(lambda x: x["rows"][0].update(top1_seeds=[]), "non-empty list")
+    fails(lambda x: x["rows"][0].update(colour="red"), "unknown field")
+    fails(lambda x: x["claims"][0].update(verdict="noise"), "verdict 'noise'")
+    fails(lambda x: x["rows"][0]["runs"][0].pop("seed"), r"runs\[0\]: missing field 'seed'")
+    with pytest.raises(SchemaError, match="schema 1"):
+        Result.from_dict({"table": "5", "rows": []}, "old.json")
+    with pytest.raises(SchemaError, match="r.json:1: not valid JSON"):
+        Result.from_json("{", "r.json")
+
+
+def test_editing_the_seeds_changes_the_result():
+    d = json.loads(_result().to_json())
+    d["rows"][0].update(top1_seeds=[50.0, 50.0, 50.0], top1=50.0, top1_std=0.0)
+    assert Result.from_dict(d).row("stm").value("top1") == 50.0
+    d["rows"][0].update(top1_seeds=[50.0, 52.0, 54.0])
+    del d["rows"][0]["top1"], d["rows"][0]["top1_std"]   # derived values may be left out
+    assert Result.from_dict(d).row("stm").std("top1") == 2.0
+
+
+def test_exact_at_the_papers_precision():
+    r = Row("cstm", "Channel-wise", "cstm", 8, "proxy", paper={"params_m": "23.88", "flops_g": "32.93"})
+    from stm_lib.book.result import Complexity
+
+    r.complexity = Complexity(23_875_886, 32_924_327_936)
+    assert r.exact("params_m") is True         # 23.875886 -> 23.88
+    assert r.exact("flops_g") is False         # 32.924 -> 32.92, paper 32.93
+    assert r.exact("top1") is None
+    r.info["pretrain"] = "ImageNet"
+    assert (r.get("paper:params_m"), r.get("params_m"), r.get("setting"), r.get("pretrain"), r.get("top1")) == \
+        ("23.88", 23.875886, "Channel-wise", "ImageNet", None)
+    assert isinstance(Claim("a", "b", "top1", [None, None], [None, None], "not resolved", "not measured"), Claim)
+
+
+# ---- migration of schema-1 files -------------------------------------------------------------------
+
+def test_from_legacy_turns_prose_into_values(tmp_path):
+    from stm_lib.book.migrate import migrate, status_of
+
+    assert status_of("exact (params, FLOPs); speed: measured here; not run: budget (16 frames)", "proxy", True) \
+        == ("exact", "budget (16 frames)")
+    assert status_of("params exact; FLOPs -0.006G; top-1: proxy", "proxy", True) == ("proxy", "")
+    assert status_of("not run: other method", "proxy", False) == ("not_run", "other method")
+    assert status_of("speed: measured here; reference row", "proxy", False) == ("not_run", "speed reference")
+    run = tmp_path / "table5" / "proxy"
+    (run / "train" / "stm").mkdir(parents=True)
+    (run / "train" / "stm" / "metrics.jsonl").write_text(
+        "".join(json.dumps({"epoch": e, "val_top1": v, "train_loss": 1.0 / e}) + "\n"
+                for e, v in enumerate([0.2, 0.41, 0.42], 1)))
+    legacy = {"table": "5", "caption": "c", "profile": "proxy", "settings": {"seed": 0, "proxy": {"proxy_classes": 10}},
+              "rows": [{"id": "stm", "setting": "STM", "model": "stm", "frames": 8, "paper_top1": 49.2,
+                        "status": "proxy", "top1": 42.5, "top5": 100.0, "n_val": 200, "run": "train/stm",
+                        "run_frames": 8},
+                       {"id": "cmm", "setting": "CMM", "model": "cmm", "frames": 8, "paper_top1": 44.1,
+                        "status": "proxy", "top1": 8.5, "n_val": 200}],
+              "claims": [{"better": "stm", "worse": "cmm", "verdict": "holds"}], "figures": [], "notes": [],
+              "provenance": {"git": {"commit": "e" * 40, "dirty": True}}}
+    (run / "results.json").write_text(json.dumps(legacy))
+    assert migrate(tmp_path) == [run / "results.json"] and migrate(tmp_path) == []   # once
+    res = Result.load(run / "results.json")
+    stm = res.row("stm")
+    assert stm.seeds["top1"] == [42.5] and stm.std("top1") is None and stm.n_val["top1"] == 200
+    assert stm.runs[0].val_top1 == [20.0, 41.0, 42.0] and stm.runs[0].converged is True
+    assert [(c.better, c.worse) for c in res.claims] == [("stm", "cmm")]
+    assert res.claims[0].verdict == "not resolved" and res.claims[0].why == "one seed"   # was "holds"
+    assert res.row("cmm").paper["top1"] == "44.1" and res.chance == {"top1": 10.0}
+    assert res.provenance["git"]["commit"] == "e" * 40 and "migrated" in res.provenance
+
+
+# ---- tables ------------------------------------------------------------------------------------------
+
+def test_every_table_is_consistent():
+    from stm_lib.book.tables import PROFILES, TABLES, get
+
+    for tid, t in TABLES.items():
+        ids = {r["id"] for r in t.paper_rows()}
+        for a, b in t.claims:            # claims name rows of the paper's table
+            assert {a, b} <= ids, (tid, a, b)
+        for profile in PROFILES:
+            for part in t.parts:
+                d = t.data(profile, part.name)
+                assert d["dataset"] == (part.full_dataset if profile == "full" else part.proxy_dataset)
+                assert 0 < t.chance(profile, part.name) < 100
+        assert t.notebook == ("figure1" if tid == "figure1" else f"table{tid}")
+    assert TABLES["4"].chance("proxy", "hmdb51") == 100 / 6 and TABLES["2"].num_classes("full") == 27
+    assert TABLES["2"].data("proxy")["proxy_seed"] == 1 and "proxy_seed" not in TABLES["5"].data("proxy")
+    assert PROFILES["full"]["lr"] == 0.01 and PROFILES["full"]["batch_size"] == 64 and PROFILES["full"]["batch_16"] == 32
+    with pytest.raises(ValueError, match="unknown table"):
+        get("10")
