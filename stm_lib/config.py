@@ -132,6 +132,20 @@ class Config:
             kw[name] = _build(klass, d.get(name, {}), name)
         return cls(**kw)
 
+    def merge(self, overrides: dict[str, dict[str, Any]] | None) -> "Config":
+        """A copy with notebook-style overrides `{"model": {...}, "data": {...}, "train": {...}}`
+        applied; `model.block` entries are merged into the existing block, not replacing it."""
+        d = self.to_dict()
+        for section, values in (overrides or {}).items():
+            if section not in d or not isinstance(values, dict):
+                raise ValueError(f"overrides: expected {{section: {{field: value}}}} with sections "
+                                 f"model, data, train; got {section!r}: {values!r}")
+            values = dict(values)
+            if section == "model" and isinstance(values.get("block"), dict):
+                values["block"] = {**d["model"]["block"], **values["block"]}
+            d[section].update(values)
+        return Config.from_dict(d)
+
     def update(self, section: str, **values: Any) -> "Config":
         """Return a copy with some fields of one section replaced (None values are skipped)."""
         cur = getattr(self, section)
