@@ -106,7 +106,8 @@ def _add_train(sub) -> None:
     g.add_argument("--epochs", type=int, help="default 50")
     g.add_argument("--batch-size", type=int, help="GLOBAL batch over all processes (default 64)")
     g.add_argument("--lr", type=float, help=LR_HELP)
-    g.add_argument("--lr-scale", action=B, default=None, help="read --lr as the lr at batch 64 and scale it linearly")
+    g.add_argument("--lr-scale", action=B, default=None, help="read --lr as the lr at batch 64 and scale it linearly (a choice for other "
+                   "recipes; the paper keeps 0.01 at batch 64 and 32)")
     g.add_argument("--lr-steps", type=_steps, help="epochs where lr x0.1 (default 30,40,45 at 50 epochs; "
                    "for another --epochs the same fractions, e.g. 8 epochs -> 5,6,7)")
     g.add_argument("--lr-schedule", choices=["step", "cosine"], help="default step (the paper)")
