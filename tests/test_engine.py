@@ -324,6 +324,7 @@ def test_cli_help_states_the_lr_rule():
     p = build_parser()
     sub = next(a for a in p._actions if a.dest == "command")
     text = sub.choices["train"].format_help()
+    text = " ".join(text.split())   # argparse re-wraps the help
     assert "LR * batch-size / 64" in text and "not the paper's" in text and "GLOBAL" in text
     assert {"train", "evaluate", "predict"} <= set(sub.choices)
 
