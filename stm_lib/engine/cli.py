@@ -9,9 +9,8 @@ import argparse
 import os
 import shlex
 import sys
-from pathlib import Path
-
 from dataclasses import fields
+from pathlib import Path
 
 from stm_lib.config import Config, DataConfig, ModelConfig, TrainConfig, load_yaml
 
