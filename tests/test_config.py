@@ -119,8 +119,8 @@ def test_block_overrides_reach_the_blocks():
     blk = m.layer2[0]
     assert blk.fuse is not None and blk.cstm is not None
     assert blk.cmm.reduce.out_channels == 128 // 8          # full-width channels / r, kept at width 0.25
-    rec = resolved_variant(ModelConfig(name="stm", block={"cmm_reduction": 8, "stages": [3, 5]}))
-    assert rec["spec"]["cmm_reduction"] == 8 and rec["spec"]["cstm"] == "channelwise"
+    rec = resolved_variant(ModelConfig(name="stm", width_mult=0.25, block={"cmm_reduction": 8, "stages": [3, 5]}))
+    assert rec["spec"]["cmm_reduction"] == 8 and rec["spec"]["cstm"] == "channelwise" and rec["cmm_reduction_used"] == 2
     assert rec["stages"] == [3, 5] and rec["where"] == "all" and rec["overrides"]["stages"] == [3, 5]
     json.dumps(rec)
     # a plain variant with a module knob only is still plain (any T accepted)

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from stm_lib.models.resnet import PLAIN, STAGES, BlockSpec
+from stm_lib.models.resnet import PLAIN, STAGES, BlockSpec, cmm_reduction
 
 STM = BlockSpec(cstm="channelwise", cmm=True)
 ONLY = {"first": 0, "second": 1}   # `where` -> the one block of each stage that carries the spec
@@ -102,8 +102,9 @@ def resolve_variant(name: str, block: dict[str, Any] | None = None) -> Variant:
 
 def resolved_variant(cfg) -> dict[str, Any]:
     """What a `ModelConfig` builds, as plain data for provenance: the registry name, the
-    overrides, and the resolved spec, `where`, `stages` and `flow_stack`."""
+    overrides, and the resolved spec, `where`, `stages` and `flow_stack`; `cmm_reduction_used` is
+    the reduction CMM applies at this width (`resnet.cmm_reduction`)."""
     v = resolve_variant(cfg.name, cfg.block)
     return {"name": cfg.name, "overrides": {k: list(x) if isinstance(x, tuple) else x for k, x in cfg.block.items()},
             "spec": dataclasses.asdict(v.spec), "where": v.where, "stages": list(v.stages),
-            "flow_stack": v.flow_stack}
+            "flow_stack": v.flow_stack, "cmm_reduction_used": cmm_reduction(v.spec.cmm_reduction, cfg.width_mult)}
