@@ -2,7 +2,8 @@
 builders (model, data, engine) read from it and never from globals.
 
 Defaults are the paper's recipe (section 4.2) where the paper gives one; `width_mult`,
-`input_size` and the proxy datasets are the knobs that scale a run down to a CPU.
+`input_size` and the proxy datasets are the knobs that scale a run down to a CPU. `FULL_RECIPE`
+is the paper's batch and lr per frame count.
 """
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ class ModelConfig:
     width_mult: float = 1.0      # <1 scales every channel count (CPU-scale proxy runs)
     dropout: float = 0.5         # before fc (TSM recipe)
     pretrained: str | None = None  # path to torchvision ResNet-50 state dict, or "torchvision"
+    # Ablation knobs: BlockSpec fields (cmm_reduction, fusion, cstm, ...) and the variant's
+    # `where` / `stages`, overriding the registry variant `name` (models.registry.resolve_variant).
+    block: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.block, dict):
+            raise ValueError(f"model.block must be a mapping of BlockSpec fields, got {self.block!r}")
+        # lists (YAML, notebooks) and tuples compare equal after a round trip
+        self.block = {k: tuple(v) if isinstance(v, list) else v for k, v in self.block.items()}
 
 
 @dataclass
@@ -51,15 +61,15 @@ class DataConfig:
 class TrainConfig:
     epochs: int = 50
     batch_size: int = 64
-    lr: float = 0.01                  # the lr used as is; with lr_scale it is the lr at batch 64
-    lr_scale: bool = False            # True: lr * batch_size / 64 (global batch; paper 4.2 rule)
+    lr: float = 0.01                  # the lr used as is (paper 4.2: 0.01 at batch 64 and at 32)
+    lr_scale: bool = False            # a choice, not the paper's: lr * batch_size / 64 (global batch)
     lr_steps: tuple[int, ...] = (30, 40, 45)
     lr_schedule: str = "step"         # step | cosine
     warmup_epochs: int = 0
     momentum: float = 0.9
     weight_decay: float = 5e-4
     clip_grad: float = 20.0
-    fc_lr_mult: float = 5.0           # TSM recipe: fc weight x5, bias x10
+    fc_lr_mult: float | None = None   # fc weight x this, bias x twice; None = 5 with `pretrained`, else 1
     amp: str = "none"                 # none | bf16 | fp16
     channels_last: bool = False
     compile: bool = False
@@ -75,6 +85,26 @@ class TrainConfig:
     tensorboard: bool = True          # write TensorBoard events when tensorboard is importable
     progress: bool = True             # tqdm bar per epoch (rank 0, interactive terminals)
 
+    def __post_init__(self) -> None:
+        try:
+            self.lr_steps = tuple(int(s) for s in self.lr_steps)
+        except (TypeError, ValueError):
+            raise ValueError(f"train.lr_steps must be a list of epochs, got {self.lr_steps!r}") from None
+
+
+# Paper section 4.2: 8 GPUs x 8 clips of 8 frames, 8 x 4 clips of 16 frames, lr 0.01 for both
+# (not scaled with the batch). The `full` profile trains with exactly these.
+FULL_RECIPE = {8: dict(batch_size=64, lr=0.01, lr_scale=False),
+               16: dict(batch_size=32, lr=0.01, lr_scale=False)}
+
+
+def full_recipe(frames: int) -> dict[str, Any]:
+    """TrainConfig fields of the paper's recipe for `frames` (8 or 16), e.g.
+    `cfg.update("train", **full_recipe(16))`."""
+    if frames not in FULL_RECIPE:
+        raise ValueError(f"the paper trains 8 or 16 frames; no full recipe for frames={frames}")
+    return dict(FULL_RECIPE[frames])
+
 
 @dataclass
 class Config:
@@ -84,6 +114,12 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        """The config as YAML that `load_yaml` reads back equal (tuples written as lists)."""
+        import yaml
+
+        return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
@@ -97,6 +133,20 @@ class Config:
             kw[name] = _build(klass, d.get(name, {}), name)
         return cls(**kw)
 
+    def merge(self, overrides: dict[str, dict[str, Any]] | None) -> "Config":
+        """A copy with notebook-style overrides `{"model": {...}, "data": {...}, "train": {...}}`
+        applied; `model.block` entries are merged into the existing block, not replacing it."""
+        d = self.to_dict()
+        for section, values in (overrides or {}).items():
+            if section not in d or not isinstance(values, dict):
+                raise ValueError(f"overrides: expected {{section: {{field: value}}}} with sections "
+                                 f"model, data, train; got {section!r}: {values!r}")
+            values = dict(values)
+            if section == "model" and isinstance(values.get("block"), dict):
+                values["block"] = {**d["model"]["block"], **values["block"]}
+            d[section].update(values)
+        return Config.from_dict(d)
+
     def update(self, section: str, **values: Any) -> "Config":
         """Return a copy with some fields of one section replaced (None values are skipped)."""
         cur = getattr(self, section)
@@ -109,14 +159,21 @@ class Config:
 
 
 def _build(klass, values: dict[str, Any], where: str):
+    if not isinstance(values, dict):
+        raise ValueError(f"config section '{where}' must be a mapping, got {values!r}")
     known = {f.name: f for f in fields(klass)}
     bad = set(values) - set(known)
     if bad:
         raise ValueError(f"unknown option(s) in '{where}': {sorted(bad)}; known: {sorted(known)}")
-    values = dict(values)
-    if "lr_steps" in values and values["lr_steps"] is not None:
-        values["lr_steps"] = tuple(int(s) for s in values["lr_steps"])
     return klass(**values)
+
+
+def _plain(d):
+    if isinstance(d, dict):
+        return {k: _plain(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_plain(v) for v in d]
+    return d
 
 
 def load_yaml(path: str | Path) -> Config:
@@ -125,8 +182,15 @@ def load_yaml(path: str | Path) -> Config:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    with open(path) as f:
-        d = yaml.safe_load(f) or {}
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ValueError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a mapping with sections model/data/train")
-    return Config.from_dict(d)
+    try:
+        return Config.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None

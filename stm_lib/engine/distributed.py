@@ -8,11 +8,34 @@ sets RANK / WORLD_SIZE / LOCAL_RANK and we join the process group. NCCL on GPUs,
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
+
+from stm_lib.config import Config
+from stm_lib.engine.checkpoint import atomic_write_text
+
+
+def write_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved `cfg` as YAML (atomically): the file `stm train --config` reads back
+    equal, every field included."""
+    atomic_write_text(path, cfg.to_yaml())
+    return Path(path)
+
+
+def torchrun_command(cfg: Config, nproc: int, config_path: str | Path) -> str:
+    """Write `cfg` to `config_path` and return the one-node line that trains it with DDP on
+    `nproc` processes. Everything travels in the file, nothing in flags, so no field is dropped
+    (the lr and batch are global: the run is the same on 1 or `nproc` GPUs)."""
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    write_config(cfg, config_path)
+    return shlex.join(["torchrun", "--nproc_per_node", str(nproc), "-m", "stm_lib.cli", "train",
+                       "--config", str(config_path)])
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """Optimiser parameter groups and the learning-rate schedule of the paper's recipe.
 
-Paper section 4.2: SGD, momentum 0.9, weight decay 5e-4, lr 0.01 (at batch 64, 8 GPUs x 8 clips),
-x0.1 at epochs 30, 40, 45, stop at 50. From the TSM code base STM builds on
-(notes/implementation-facts.md): fc weight lr x5, fc bias lr x10, no weight decay on BatchNorm
-parameters and biases. Cosine decay and linear warm-up are options, not the paper's.
+Paper section 4.2: SGD, momentum 0.9, weight decay 5e-4, lr 0.01 both for 8 frames at batch 64
+(8 GPUs x 8 clips) and for 16 frames at batch 32 (8 x 4): the paper does not scale the lr with
+the batch. x0.1 at epochs 30, 40, 45, stop at 50. From the TSM code base STM builds on: fc
+weight lr x5, fc bias lr x10 when an ImageNet backbone is loaded (`resolve_fc_lr_mult`), no
+weight decay on BatchNorm parameters and biases. Linear lr scaling, cosine decay and warm-up are
+options for other recipes, not the paper's.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ PAPER_LR = 0.01
 
 
 def effective_lr(lr: float, batch_size: int, lr_scale: bool) -> float:
-    """The lr actually used. `lr_scale`: `lr` is given at batch 64 and scaled linearly with the
-    global batch (the paper's 0.01 at 64 -> 0.0025 at 16); otherwise `lr` is used as is."""
+    """The lr actually used. `lr_scale` (a choice for other recipes, not the paper's, which keeps
+    0.01 at batch 64 and 32): `lr` is read at batch 64 and scaled linearly with the global batch
+    (0.01 at 64 -> 0.0025 at 16); otherwise `lr` is used as is."""
     return lr * batch_size / PAPER_BATCH if lr_scale else lr
 
 
@@ -42,13 +45,33 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def param_groups(model: nn.Module, lr: float, weight_decay: float, fc_lr_mult: float = 5.0) -> list[dict]:
-    """Five groups (TSM recipe): weights (decay), biases and BN (no decay), fc weight (lr x
-    fc_lr_mult, decay), fc bias (lr x 2*fc_lr_mult, no decay). `lr_mult` is kept in each group so
-    that the schedule multiplies the right base."""
+def resolve_fc_lr_mult(fc_lr_mult: float | None, pretrained: str | None) -> float:
+    """The fc lr multiplier used. None (the default): x5 when a backbone is loaded (`pretrained`
+    set; TSM's rule for fine-tuning an ImageNet backbone), x1 from scratch, where a x5 (x10 on
+    the bias) head only destabilises the start of training."""
+    if fc_lr_mult is None:
+        return 5.0 if pretrained else 1.0
+    if fc_lr_mult <= 0:
+        raise ValueError(f"fc_lr_mult must be > 0, got {fc_lr_mult}")
+    return float(fc_lr_mult)
+
+
+def heads(model: nn.Module) -> list[nn.Module]:
+    """The classifier layers: the model's own `heads()` (a two-stream model has one per
+    stream), else a top-level `fc`."""
     model = unwrap(model)
+    if hasattr(model, "heads"):
+        return list(model.heads())
     fc = getattr(model, "fc", None)
-    fc_ids = {id(p) for p in fc.parameters()} if isinstance(fc, nn.Module) else set()
+    return [fc] if isinstance(fc, nn.Module) else []
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float, fc_lr_mult: float = 1.0) -> list[dict]:
+    """Five groups (TSM recipe): weights (decay), biases and BN (no decay), fc weight (lr x
+    fc_lr_mult, decay), fc bias (lr x 2*fc_lr_mult, no decay); "fc" is every classifier head
+    (`heads`). `lr_mult` is kept in each group so that the schedule multiplies the right base."""
+    model = unwrap(model)
+    fc_ids = {id(p) for h in heads(model) for p in h.parameters()}
     norm_types = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
     norm_ids = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters(recurse=False)}
     groups = {k: [] for k in ("weight", "no_decay", "fc_weight", "fc_bias")}

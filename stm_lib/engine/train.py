@@ -1,9 +1,10 @@
 """The training loop: `train(cfg) -> run folder`, readable top to bottom.
 
 Recipe (paper section 4.2; the TSM details in notes/implementation-facts.md): SGD momentum 0.9,
-weight decay 5e-4 (not on BN or biases), lr 0.01 at batch 64 scaled linearly, x0.1 at epochs
-30/40/45 of 50, every BN layer training, gradient norm clipped at 20, dropout 0.5, fc lr x5
-(bias x10). The same function runs one CPU, one GPU, or many under torchrun (DDP).
+weight decay 5e-4 (not on BN or biases), lr 0.01 (at batch 64 for 8 frames and at 32 for 16: not
+scaled with the batch; `lr_scale` is an option for other recipes), x0.1 at epochs 30/40/45 of 50,
+every BN layer training, gradient norm clipped at 20, dropout 0.5, fc lr x5 (bias x10) when an
+ImageNet backbone is loaded, x1 from scratch (`optim.resolve_fc_lr_mult`). The same function runs one CPU, one GPU, or many under torchrun (DDP).
 
 Resuming: every epoch ends with an atomic checkpoint. The shuffling order depends only on
 (seed, epoch), each clip's augmentation only on (seed, epoch, clip index), and the global random
@@ -31,7 +32,8 @@ from stm_lib.engine import checkpoint as ckpt
 from stm_lib.engine import distributed as D
 from stm_lib.engine.evaluate import amp_context, run_eval, topk_correct
 from stm_lib.engine.optim import (build_optimizer, build_scheduler, effective_lr, load_scheduler_state,
-                                  scheduler_state, unwrap)
+                                  resolve_fc_lr_mult, scheduler_state, unwrap)
+from stm_lib.models.registry import resolved_variant
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
                  "val_mean_class_acc", "lr", "clips_per_s", "epoch_time_s", "wall_time_s", "skipped",
@@ -142,7 +144,8 @@ def train(cfg: Config, command: str | None = None) -> Path:
         if steps_per_epoch == 0:
             raise ValueError(f"no training step: {len(train_set)} training clips for a global batch of {tc.batch_size}")
         lr = effective_lr(tc.lr, tc.batch_size, tc.lr_scale)
-        optimizer = build_optimizer(raw, lr, tc.momentum, tc.weight_decay, tc.fc_lr_mult)
+        optimizer = build_optimizer(raw, lr, tc.momentum, tc.weight_decay,
+                                    resolve_fc_lr_mult(tc.fc_lr_mult, cfg.model.pretrained))
         scheduler = build_scheduler(optimizer, steps_per_epoch, tc.epochs, tc.lr_schedule, tc.lr_steps,
                                     tc.warmup_epochs)
         scaler = torch.amp.GradScaler(dev.type, enabled=tc.amp == "fp16")
@@ -581,6 +584,8 @@ def _write_provenance(out: Path, cfg: Config, session: dict, info: D.DistInfo) -
         "seed": tc.seed,
         "command": sessions[0]["command"],
         "effective_lr": effective_lr(tc.lr, tc.batch_size, tc.lr_scale),
+        "fc_lr_mult": resolve_fc_lr_mult(tc.fc_lr_mult, cfg.model.pretrained),
+        "variant": resolved_variant(cfg.model),
         "global_batch": tc.batch_size,
         "world_size": info.world_size,
         "hardware": P.hardware(str(info.device)),

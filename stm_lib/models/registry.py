@@ -4,12 +4,17 @@
 each listed stage (Table 7); "second" = only the second (ST-ResNet's res2b..res5b). Stages are
 numbered as in the paper: conv2_x .. conv5_x = 2 .. 5. `flow_stack` > 0 makes a two-stream
 Spatiotemporal ResNet whose input carries that many stacked flow fields after the RGB channels.
+
+Ablations without library edits: `ModelConfig.block` overrides any BlockSpec field of a variant's
+spec, and its `where` / `stages` (`resolve_variant`); `resolved_variant` is what provenance records.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-from stm_lib.models.resnet import PLAIN, STAGES, BlockSpec
+from stm_lib.models.resnet import PLAIN, STAGES, BlockSpec, cmm_reduction
 
 STM = BlockSpec(cstm="channelwise", cmm=True)
 ONLY = {"first": 0, "second": 1}   # `where` -> the one block of each stage that carries the spec
@@ -61,3 +66,45 @@ def get_variant(name: str) -> Variant:
 
 def list_models() -> list[str]:
     return list(VARIANTS)
+
+
+VARIANT_KNOBS = ("where", "stages")   # Variant fields a model config may override besides the spec's
+_TYPES = {"str | None": (str, type(None)), "str": (str,), "bool": (bool,), "int": (int,), "float": (float, int)}
+
+
+def _typed(key: str, value: Any, annotation: str) -> Any:
+    """`value` checked against a BlockSpec field's annotation (bool is not an int here)."""
+    ok = isinstance(value, _TYPES[annotation]) and (annotation == "bool" or not isinstance(value, bool))
+    if not ok:
+        raise ValueError(f"model.block.{key}: expected {annotation}, got {value!r}")
+    return float(value) if annotation == "float" else value
+
+
+def resolve_variant(name: str, block: dict[str, Any] | None = None) -> Variant:
+    """Registry variant `name` with `block` overrides: BlockSpec fields (applied to the blocks
+    that carry the variant's spec) and `where` / `stages`. Unknown keys or values of the wrong
+    type raise one ValueError naming them."""
+    variant = get_variant(name)
+    block = dict(block or {})
+    spec_fields = {f.name: f for f in dataclasses.fields(BlockSpec)}
+    bad = sorted(set(block) - set(spec_fields) - set(VARIANT_KNOBS))
+    if bad:
+        raise ValueError(f"unknown model.block field(s) {bad}; known: {sorted(spec_fields) + list(VARIANT_KNOBS)}")
+    spec_kw = {k: _typed(k, v, spec_fields[k].type) for k, v in block.items() if k in spec_fields}
+    stages = block.get("stages", variant.stages)
+    if not isinstance(stages, (list, tuple)) or not all(isinstance(s, int) and 2 <= s <= 5 for s in stages):
+        raise ValueError(f"model.block.stages: expected stage numbers in 2..5, got {stages!r}")
+    variant = dataclasses.replace(variant, spec=dataclasses.replace(variant.spec, **spec_kw),
+                                  where=block.get("where", variant.where), stages=tuple(stages))
+    variant.block_specs()   # validates `where`
+    return variant
+
+
+def resolved_variant(cfg) -> dict[str, Any]:
+    """What a `ModelConfig` builds, as plain data for provenance: the registry name, the
+    overrides, and the resolved spec, `where`, `stages` and `flow_stack`; `cmm_reduction_used` is
+    the reduction CMM applies at this width (`resnet.cmm_reduction`)."""
+    v = resolve_variant(cfg.name, cfg.block)
+    return {"name": cfg.name, "overrides": {k: list(x) if isinstance(x, tuple) else x for k, x in cfg.block.items()},
+            "spec": dataclasses.asdict(v.spec), "where": v.where, "stages": list(v.stages),
+            "flow_stack": v.flow_stack, "cmm_reduction_used": cmm_reduction(v.spec.cmm_reduction, cfg.width_mult)}

@@ -29,12 +29,32 @@ class BlockSpec:
     stsm_spatial_fold_div: int = 32   # STSM: C/32 channels for each of 4 pixel directions (open)
     sth_temporal_share: float = 0.25  # STH: share of input channels with temporal kernels (open)
 
+    def __post_init__(self) -> None:
+        for f, allowed in CHOICES.items():
+            if getattr(self, f) not in allowed:
+                raise ValueError(f"BlockSpec.{f} must be one of {allowed}, got {getattr(self, f)!r}")
+        if not (isinstance(self.cmm_reduction, int) and self.cmm_reduction >= 1):
+            raise ValueError(f"BlockSpec.cmm_reduction must be an integer >= 1, got {self.cmm_reduction!r}")
+
     @property
     def is_plain(self) -> bool:
-        return self == BlockSpec()
+        """No temporal module: the block is ResNet-50's, whatever its (unused) module knobs say."""
+        return (self.shift, self.cstm, self.cmm, self.conv2, self.conv1) == (None, None, False, "plain", "plain")
+
+
+CHOICES = {"shift": (None, "tsm", "stsm"), "cstm": (None, "channelwise", "ordinary"), "fusion": ("sum", "concat"),
+           "conv2": ("plain", "sth"), "conv1": ("plain", "temporal")}
 
 
 PLAIN = BlockSpec()
+
+
+def cmm_reduction(r: int, width_mult: float) -> int:
+    """The reduction CMM applies in a network of width multiplier w: r * w, at least 1, so that
+    CMM keeps the channel count C/r it has at full width (section 3.2, r = 16: 4, 8, 16, 32 in
+    stages 2-5) instead of shrinking with the backbone (1, 2, 4, 8 at w = 0.25, where the
+    module would be nearly degenerate). Exact when r * w is an integer; full width is r."""
+    return max(1, round(r * width_mult))
 
 
 class Bottleneck(nn.Module):
@@ -44,7 +64,8 @@ class Bottleneck(nn.Module):
     """
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int, frames: int, spec: BlockSpec = PLAIN):
+    def __init__(self, inplanes: int, planes: int, stride: int, frames: int, spec: BlockSpec = PLAIN,
+                 width_mult: float = 1.0):
         super().__init__()
         out = planes * self.expansion
         if spec.conv1 == "temporal":
@@ -68,10 +89,16 @@ class Bottleneck(nn.Module):
         if spec.shift:
             self.shift = TemporalShift(frames, 8, spec.stsm_spatial_fold_div if spec.shift == "stsm" else 0)
         self.cstm = CSTM(planes, frames, channelwise=spec.cstm == "channelwise") if spec.cstm else None
-        self.cmm = CMM(planes, frames, spec.cmm_reduction, stride) if spec.cmm else None
+        self.cmm = CMM(planes, frames, cmm_reduction(spec.cmm_reduction, width_mult), stride) if spec.cmm else None
         self.fuse = None
         if spec.cmm and spec.fusion == "concat":   # Table 6: concat to 2C, then 1x1 back to C
             self.fuse = nn.Conv2d(2 * planes, planes, 1, bias=False)
+
+    def resnet_layers(self) -> list[nn.Module]:
+        """ResNet-50's own layers, in registration order; they get ResNet's init. Every other
+        child (shift, cstm, cmm, fuse, or a new temporal module) is not listed and keeps its own."""
+        return [m for m in (self.conv1, self.bn1, self.conv2, self.bn2, self.conv3, self.bn3, self.downsample)
+                if m is not None]
 
     def forward(self, x: torch.Tensor, inject: torch.Tensor | None = None) -> torch.Tensor:
         """`inject`: another stream's features added to the residual branch's input only
@@ -98,6 +125,29 @@ def check_input(x: torch.Tensor, channels: int, frames: int | None, what: str = 
 
 
 STAGES = ((3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2))   # (blocks, planes, stride): stages 2-5
+
+
+def _owns_init(m: nn.Module) -> bool:
+    """True when m's class (not a torch.nn layer) defines `reset_parameters` itself."""
+    reset = getattr(type(m), "reset_parameters", None)
+    return reset is not None and not reset.__module__.startswith("torch.")
+
+
+def _resnet_init(module: nn.Module) -> None:
+    """kaiming_normal (fan_out) convs, BN weight 1 / bias 0; ST-ResNet's temporal conv gets a
+    kaiming 1x1 kernel averaged over time. Subtrees that own their init are left alone."""
+    if _owns_init(module):
+        return
+    if isinstance(module, TemporalConv):
+        w = torch.empty(module.weight.shape[:2] + (1, 1))
+        module.inflate_(nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"))
+    elif isinstance(module, (nn.Conv2d, nn.Conv3d)):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    for child in module.children():
+        _resnet_init(child)
 
 
 def _width(c: int, mult: float) -> int:
@@ -128,7 +178,7 @@ class VideoResNet(nn.Module):
             planes = _width(planes, width_mult)
             blocks = []
             for b in range(n):
-                blocks.append(Bottleneck(inplanes, planes, stride if b == 0 else 1, frames, stage_specs[b]))
+                blocks.append(Bottleneck(inplanes, planes, stride if b == 0 else 1, frames, stage_specs[b], width_mult))
                 inplanes = planes * Bottleneck.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -138,21 +188,21 @@ class VideoResNet(nn.Module):
 
     @torch.no_grad()
     def _init_backbone(self) -> None:
-        """torchvision's ResNet init for the ResNet layers; fc ~ N(0, 0.001) (TSM code); the
-        temporal modules keep their own init (CSTM: shift kernels; CMM: PyTorch default)."""
-        for name, m in self.named_modules():
-            if ".cmm" in name or ".fuse" in name or ".cstm" in name:
-                continue
-            if isinstance(m, TemporalConv):   # a kaiming 1x1 kernel, averaged over time
-                w = torch.empty(m.weight.shape[:2] + (1, 1))
-                m.inflate_(nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"))
-            elif isinstance(m, (nn.Conv2d, nn.Conv3d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        """torchvision's ResNet init on ResNet-50's own layers (stem, each block's
+        `resnet_layers()`), fc ~ N(0, 0.001) (TSM code). Modules added to a block are never
+        visited, so they keep their own init (CSTM: its `reset_parameters`, the shift kernels of
+        section 4.2; CMM and the concat fusion conv: PyTorch's default, "randomly initialized").
+        Inside ResNet's layers a module whose class defines its own `reset_parameters` (not a
+        torch.nn layer) keeps it too."""
+        for layer in [self.conv1, self.bn1] + [m for blk in self.modules() if isinstance(blk, Bottleneck)
+                                               for m in blk.resnet_layers()]:
+            _resnet_init(layer)
         nn.init.normal_(self.fc.weight, 0, 0.001)
         nn.init.zeros_(self.fc.bias)
+
+    def heads(self) -> list[nn.Linear]:
+        """The classifier layers (the optimiser's fc lr multiplier applies to them)."""
+        return [self.fc]
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -196,6 +246,10 @@ class SpatiotemporalResNet(nn.Module):
         self.frames, self.num_classes, self.flow_stack = frames, num_classes, flow_stack
         self.in_channels = 3 + 2 * flow_stack
         self.connect, self.time_pool = tuple(connect), time_pool
+
+    def heads(self) -> list[nn.Linear]:
+        """Both streams' classifiers (there is no top-level fc)."""
+        return self.appearance.heads() + self.motion.heads()
 
     def _head(self, stream: VideoResNet, x: torch.Tensor, n: int, t: int) -> torch.Tensor:
         f = torch.flatten(stream.avgpool(x), 1).view(n, t, -1)
