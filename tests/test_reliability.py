@@ -296,7 +296,8 @@ def test_malformed_yaml_config_is_one_line_with_file_and_line(tmp_path, capsys):
     assert f"{bad}:" in line and "not valid YAML" in line
     bad.write_text("model: 3\n")
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
-    assert "expected sections" in _one_line_error(capsys.readouterr().err, "train")
+    line = _one_line_error(capsys.readouterr().err, "train")
+    assert f"{bad}:" in line and "'model' must be a mapping" in line
 
 
 # ---- 5. clip ids stay inside the dataset root; flow output stays inside --out ---------------
