@@ -274,16 +274,40 @@ def _metrics(run: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_amp_and_channels_last_run_on_cpu(tmp_path, cache, amp):
+def test_amp_and_channels_last_run_on_cpu(tmp_path, cache, amp, monkeypatch):
+    """--amp and --channels-last observed inside the forward of training and evaluation: a hook
+    on a 3x3 conv records the dtype it computes in (autocast) and the strides of its weight and
+    output (channels_last); the checkpoint keeps fp32 master weights."""
+    import stm_lib.models
     from stm_lib.engine import evaluate, train
 
+    seen = []
+
+    def hook(mod, inp, out):
+        cl = torch.channels_last
+        seen.append((mod.training, out.dtype, mod.weight.is_contiguous(memory_format=cl),
+                     out.is_contiguous(memory_format=cl) and not out.is_contiguous()))
+
+    real = stm_lib.models.build_model
+
+    def build_and_watch(*a, **k):
+        m = real(*a, **k)
+        m.layer1[0].conv2.register_forward_hook(hook)
+        return m
+
+    monkeypatch.setattr(stm_lib.models, "build_model", build_and_watch)
     out = train(tiny_cfg(tmp_path / "r", cache, epochs=1, amp=amp, channels_last=True, max_steps_per_epoch=2))
+    r = evaluate(out, progress=False)
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    assert {mode for mode, *_ in seen} == {True, False}                 # training steps and evaluation
+    assert all(dtype == low for _, dtype, _, _ in seen), seen[:3]     # autocast ran the conv in low precision
+    assert all(w_cl and o_cl for *_, w_cl, o_cl in seen), seen[:3]      # NHWC weights and activations
     row = json.loads((out / "metrics.jsonl").read_text())
     assert math.isfinite(row["train_loss"]) and row["train_loss"] > 0
     state = torch.load(out / ckpt.LAST, weights_only=True)
     assert all(v.dtype != torch.float16 and v.dtype != torch.bfloat16 for v in state["model"].values())  # fp32 master weights
     assert bool(state["scaler"]) == (amp == "fp16")  # GradScaler only for fp16
-    assert 0 <= evaluate(out, progress=False)["top1"] <= 1
+    assert 0 <= r["top1"] <= 1
 
 
 # ---- evaluation and predict -------------------------------------------------------------
