@@ -31,8 +31,8 @@ def tiny_cfg(out: Path, cache: Path, **train) -> Config:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("proxy-cache")
+def cache(proxy_cache):
+    return proxy_cache
 
 
 @pytest.fixture(scope="module")
@@ -232,17 +232,27 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, cac
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_mid_epoch_checkpoint_resume_is_exact(tmp_path, cache, monkeypatch, workers):
-    """In-process kill-and-resume: die right after a mid-epoch checkpoint, resume, compare.
-    Exact with loader workers too: augmentation is seeded per (seed, epoch, clip)."""
+def _resume_cfg(out, cache, workers, **kw):
+    c = tiny_cfg(out, cache, checkpoint_every_steps=3, **kw)
+    return c.update("data", num_workers=workers)
+
+
+@pytest.fixture(scope="module")
+def resume_ref(tmp_path_factory, cache):
+    """The uninterrupted reference run (no loader workers) for both resume tests."""
     from stm_lib.engine import train
 
-    def cfg(out, **kw):
-        c = tiny_cfg(out, cache, checkpoint_every_steps=3, **kw)
-        return c.update("data", num_workers=workers)
+    return train(_resume_cfg(tmp_path_factory.mktemp("ref") / "ref", cache, 0))
 
-    ref = train(cfg(tmp_path / "ref"))
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_mid_epoch_checkpoint_resume_is_exact(tmp_path, cache, monkeypatch, workers, resume_ref):
+    """In-process kill-and-resume: die right after a mid-epoch checkpoint, resume, compare with
+    an uninterrupted run. Exact with loader workers too (against the same reference run without
+    workers): augmentation is seeded per (seed, epoch, clip)."""
+    from stm_lib.engine import train
+
+    ref = resume_ref
     out = tmp_path / "cut"
 
     class Killed(BaseException):
@@ -257,10 +267,10 @@ def test_mid_epoch_checkpoint_resume_is_exact(tmp_path, cache, monkeypatch, work
 
     monkeypatch.setattr(ckpt, "atomic_save", save_then_die)
     with pytest.raises(Killed):
-        train(cfg(out))
+        train(_resume_cfg(out, cache, workers))
     monkeypatch.setattr(ckpt, "atomic_save", real_save)
     assert torch.load(out / ckpt.LAST, weights_only=True)["partial"]["step"] == 3
-    train(cfg(out, resume=True))
+    train(_resume_cfg(out, cache, workers, resume=True))
     assert _metrics(out) == _metrics(ref)
     a = torch.load(ref / ckpt.LAST, weights_only=True)["model"]
     b = torch.load(out / ckpt.LAST, weights_only=True)["model"]
