@@ -154,6 +154,7 @@ def test_scale_box_maps_regions():
     assert transforms.scale_box((0, 0, 64, 48), (48, 64), (48, 64)) == (0, 0, 64, 48)
 
 
+@pytest.mark.slow   # end to end (TV-L1 on 7 clips, a two-stream run, evaluate); the parts have fast unit tests above
 def test_flow_command_then_train_st_resnet(tmp_path, capsys):
     root = make_ssv1(tmp_path / "ss")
     out = tmp_path / "flow"
