@@ -17,17 +17,7 @@ from stm_lib.engine import optim
 from stm_lib.engine.distributed import ShardedSampler
 from stm_lib.engine.evaluate import metrics_from_confusion
 
-
-def tiny_cfg(out: Path, cache: Path, **train) -> Config:
-    """4-class temporal proxy, 32 train / 8 val clips, 4 frames of 32 px, TSM at width 0.25."""
-    cfg = Config()
-    cfg = cfg.update("model", name="tsm", frames=4, num_classes=0, width_mult=0.25)
-    cfg = cfg.update("data", dataset="proxy-temporal", proxy_cache=str(cache), proxy_videos=40,
-                     proxy_classes=4, proxy_frames=8, proxy_resolution=32, input_size=32, num_workers=0)
-    t = dict(epochs=2, batch_size=8, lr=0.01, lr_steps=(1,), out=str(out), deterministic=True,
-             progress=False)  # tensorboard: on (written only when installed)
-    t.update(train)
-    return cfg.update("train", **t)
+from conftest import tiny_config as tiny_cfg
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +26,9 @@ def cache(proxy_cache):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, cache):
-    """One tiny finished run shared by the evaluation / predict / CLI tests."""
-    from stm_lib.engine import train
-
-    out = tmp_path_factory.mktemp("run") / "run"
-    return train(tiny_cfg(out, cache))
+def trained(tiny_run):
+    """One tiny finished run (conftest) shared by the evaluation / predict / CLI tests."""
+    return tiny_run
 
 
 def make_mp4(path: Path, frames: int = 24, size: int = 48) -> Path:
