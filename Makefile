@@ -12,7 +12,8 @@ DEVICE  ?= auto
 
 help:
 	@echo "make setup                      create .venv with the pinned set and the stm command"
-	@echo "make test                       the whole test suite (what CI runs)"
+	@echo "make test                       the whole test suite (what CI runs; prints the 10 slowest tests)"
+	@echo "make test-fast                  the suite without the minutes-long end-to-end tests (marked slow)"
 	@echo "make reproduce TABLE=N [PROFILE=smoke|proxy|full] [DATA_ROOT=DIR]   (TABLE=all for every table)"
 	@echo "make book                       build the Jupyter Book from runs/ (no training)"
 
@@ -26,10 +27,10 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra --durations=10 tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -ra -m "not slow" tests
+	$(PY) -m pytest -q -ra --durations=10 -m "not slow" tests
 
 reproduce: $(STAMP)
 	$(VENV)/bin/stm reproduce --table $(TABLE) --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) --device $(DEVICE)

@@ -90,25 +90,61 @@ def test_extract_clip_is_atomic_and_readable(tmp_path):
     assert not (tmp_path / "b" / "clip").exists() and not list((tmp_path / "b").iterdir())
 
 
+def position_ramps(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose value encodes the pixel's position: 255 * (x + 0.5) / w and the same in y,
+    so the same region of a 64x48 frame and of a 32x24 flow field holds the same values."""
+    x = np.broadcast_to(255 * (np.arange(w) + 0.5) / w, (h, w))
+    y = np.broadcast_to(255 * (np.arange(h)[:, None] + 0.5) / h, (h, w))
+    return np.rint(x).astype(np.uint8), np.rint(y).astype(np.uint8)
+
+
 def test_dataset_adds_flow_channels_with_the_same_crop_and_flip(tmp_path):
-    """Frames 64x48 with flow fields stored at 16x12: both cropped from the same region; a
-    mirrored clip gets u -> 255 - u; channels in [-1, 1] with 128 = no motion."""
-    root = make_ssv1(tmp_path / "ss")
-    flows = tmp_path / "flow"
-    n = TRAIN[0][1]
-    write_fields(flows / "1001", [160] * (n - 1))
-    s = Sample("1001", root / "20bn-something-something-v1" / "1001", 0)
-    ds = VideoDataset([s], ["a"], 4, train=True, input_size=S, flow_root=flows, flow_stack=2, flip=False)
-    x, _ = ds[0]
-    assert x.shape == (4, 3 + 4, S, S) and ds.item_shape == (4, 7, S, S)
-    torch.testing.assert_close(x[:, 3::2], torch.full((4, 2, S, S), 32 / 128), atol=0.02, rtol=0)   # u
-    torch.testing.assert_close(x[:, 4::2], torch.full((4, 2, S, S), 33 / 128), atol=0.02, rtol=0)   # v
-    ds.flip = True
+    """Frames 64x48 with flow fields stored at 32x24, both carrying position ramps (R and u: x,
+    G and v: y). Whatever random multi-scale crop is drawn, the flow channels must show the same
+    region as the RGB ones (u follows R, v follows G); a mirrored clip mirrors both and moves the
+    other way (u -> 255 - u, so u follows 255 - R). Channels in [-1, 1] with 128 = no motion."""
+    from test_data import MEAN, STD, write_frames
+
+    n = 20
+    rx, ry = position_ramps(48, 64)
+    write_frames(tmp_path / "frames" / "1001", np.repeat(np.stack([rx, ry, np.zeros_like(rx)], -1)[None], n, 0))
+    flows = tmp_path / "flow" / "1001"
+    flows.mkdir(parents=True)
+    ux, vy = position_ramps(24, 32)
+    for i in range(n - 1):
+        x, y = flow.field_names(i)
+        Image.fromarray(ux).save(flows / x, quality=100)
+        Image.fromarray(vy).save(flows / y, quality=100)
+    s = Sample("1001", tmp_path / "frames" / "1001", 0)
+    ds = VideoDataset([s], ["a"], 4, train=True, input_size=S, flow_root=flows.parent, flow_stack=2)
+    assert ds.item_shape == (4, 7, S, S)
+    # The box is rounded to the flow's pixel grid (half a flow pixel at each edge): one flow
+    # pixel of ramp, plus 2 for JPEG. A different crop is off by 60+ (a quarter of the frame).
+    tol_x, tol_y = 255 / 32 + 2, 255 / 24 + 2
     ds.rng = np.random.default_rng(0)
-    flips = [ds[0][0][:, 3].mean().item() for _ in range(12)]
-    assert min(flips) == pytest.approx((95 - 128) / 128, abs=0.02) and max(flips) == pytest.approx(32 / 128, abs=0.02)
-    test = VideoDataset([s], ["a"], 4, train=False, input_size=S, flow_root=flows, flow_stack=2, test_crops=3)
-    assert test[0][0].shape == (3, 4, 7, S, S)
+    lefts, flipped = set(), []
+    for _ in range(16):
+        clip = ds[0][0]
+        assert clip.shape == (4, 7, S, S)
+        rgb = (clip[:, :3] * STD + MEAN) * 255
+        fl = clip[:, 3:] * 128 + 128
+        r_cols, g_rows = rgb[:, 0].mean((0, 1)), rgb[:, 1].mean((0, 2))         # per column / per row
+        u_cols, v_rows = fl[:, 0::2].mean((0, 1, 2)), fl[:, 1::2].mean((0, 1, 3))
+        flip = bool(r_cols[0] > r_cols[-1])                                     # the x ramp runs backwards
+        want_u = 255 - r_cols if flip else r_cols
+        inner = slice(3, -3)                                                    # clear of the resize borders
+        assert (u_cols - want_u)[inner].abs().max() < tol_x, (flip, u_cols, want_u)
+        assert (v_rows - g_rows)[inner].abs().max() < tol_y, (v_rows, g_rows)
+        lefts.add(int(r_cols[0] if not flip else r_cols[-1]) // 8)
+        flipped.append(flip)
+    assert len(lefts) >= 3 and 0 < sum(flipped) < 16        # the draws really varied crop and mirror
+    test = VideoDataset([s], ["a"], 4, train=False, input_size=S, flow_root=flows.parent, flow_stack=2, test_crops=3)
+    views = test[0][0]
+    assert views.shape == (3, 4, 7, S, S)
+    for v in views:                                       # the three test crops: same regions too
+        r_cols = ((v[:, 0] * STD[0] + MEAN[0]) * 255).mean((0, 1))
+        u_cols = (v[:, 3::2] * 128 + 128).mean((0, 1, 2))
+        assert (u_cols - r_cols)[3:-3].abs().max() < tol_x
     with pytest.raises(FileNotFoundError, match="optical flow root"):
         VideoDataset([s], ["a"], 4, train=True, flow_root=tmp_path / "none")
 
@@ -118,6 +154,7 @@ def test_scale_box_maps_regions():
     assert transforms.scale_box((0, 0, 64, 48), (48, 64), (48, 64)) == (0, 0, 64, 48)
 
 
+@pytest.mark.slow   # end to end (TV-L1 on 7 clips, a two-stream run, evaluate); the parts have fast unit tests above
 def test_flow_command_then_train_st_resnet(tmp_path, capsys):
     root = make_ssv1(tmp_path / "ss")
     out = tmp_path / "flow"

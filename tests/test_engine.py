@@ -15,32 +15,20 @@ from stm_lib.config import Config
 from stm_lib.engine import checkpoint as ckpt
 from stm_lib.engine import optim
 from stm_lib.engine.distributed import ShardedSampler
+from stm_lib.engine.evaluate import metrics_from_confusion
 
-
-def tiny_cfg(out: Path, cache: Path, **train) -> Config:
-    """4-class temporal proxy, 32 train / 8 val clips, 4 frames of 32 px, TSM at width 0.25."""
-    cfg = Config()
-    cfg = cfg.update("model", name="tsm", frames=4, num_classes=0, width_mult=0.25)
-    cfg = cfg.update("data", dataset="proxy-temporal", proxy_cache=str(cache), proxy_videos=40,
-                     proxy_classes=4, proxy_frames=8, proxy_resolution=32, input_size=32, num_workers=0)
-    t = dict(epochs=2, batch_size=8, lr=0.01, lr_steps=(1,), out=str(out), deterministic=True,
-             progress=False)  # tensorboard: on (written only when installed)
-    t.update(train)
-    return cfg.update("train", **t)
+from conftest import tiny_config as tiny_cfg
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("proxy-cache")
+def cache(proxy_cache):
+    return proxy_cache
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, cache):
-    """One tiny finished run shared by the evaluation / predict / CLI tests."""
-    from stm_lib.engine import train
-
-    out = tmp_path_factory.mktemp("run") / "run"
-    return train(tiny_cfg(out, cache))
+def trained(tiny_run):
+    """One tiny finished run (conftest) shared by the evaluation / predict / CLI tests."""
+    return tiny_run
 
 
 def make_mp4(path: Path, frames: int = 24, size: int = 48) -> Path:
@@ -231,17 +219,27 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, cac
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_mid_epoch_checkpoint_resume_is_exact(tmp_path, cache, monkeypatch, workers):
-    """In-process kill-and-resume: die right after a mid-epoch checkpoint, resume, compare.
-    Exact with loader workers too: augmentation is seeded per (seed, epoch, clip)."""
+def _resume_cfg(out, cache, workers, **kw):
+    c = tiny_cfg(out, cache, checkpoint_every_steps=3, **kw)
+    return c.update("data", num_workers=workers)
+
+
+@pytest.fixture(scope="module")
+def resume_ref(tmp_path_factory, cache):
+    """The uninterrupted reference run (no loader workers) for both resume tests."""
     from stm_lib.engine import train
 
-    def cfg(out, **kw):
-        c = tiny_cfg(out, cache, checkpoint_every_steps=3, **kw)
-        return c.update("data", num_workers=workers)
+    return train(_resume_cfg(tmp_path_factory.mktemp("ref") / "ref", cache, 0))
 
-    ref = train(cfg(tmp_path / "ref"))
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_mid_epoch_checkpoint_resume_is_exact(tmp_path, cache, monkeypatch, workers, resume_ref):
+    """In-process kill-and-resume: die right after a mid-epoch checkpoint, resume, compare with
+    an uninterrupted run. Exact with loader workers too (against the same reference run without
+    workers): augmentation is seeded per (seed, epoch, clip)."""
+    from stm_lib.engine import train
+
+    ref = resume_ref
     out = tmp_path / "cut"
 
     class Killed(BaseException):
@@ -256,10 +254,10 @@ def test_mid_epoch_checkpoint_resume_is_exact(tmp_path, cache, monkeypatch, work
 
     monkeypatch.setattr(ckpt, "atomic_save", save_then_die)
     with pytest.raises(Killed):
-        train(cfg(out))
+        train(_resume_cfg(out, cache, workers))
     monkeypatch.setattr(ckpt, "atomic_save", real_save)
     assert torch.load(out / ckpt.LAST, weights_only=True)["partial"]["step"] == 3
-    train(cfg(out, resume=True))
+    train(_resume_cfg(out, cache, workers, resume=True))
     assert _metrics(out) == _metrics(ref)
     a = torch.load(ref / ckpt.LAST, weights_only=True)["model"]
     b = torch.load(out / ckpt.LAST, weights_only=True)["model"]
@@ -273,32 +271,153 @@ def _metrics(run: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_amp_and_channels_last_run_on_cpu(tmp_path, cache, amp):
+def test_amp_and_channels_last_run_on_cpu(tmp_path, cache, amp, monkeypatch):
+    """--amp and --channels-last observed inside the forward of training and evaluation: a hook
+    on a 3x3 conv records the dtype it computes in (autocast) and the strides of its weight and
+    output (channels_last); the checkpoint keeps fp32 master weights."""
+    import stm_lib.models
     from stm_lib.engine import evaluate, train
 
+    seen = []
+
+    def hook(mod, inp, out):
+        cl = torch.channels_last
+        seen.append((mod.training, out.dtype, mod.weight.is_contiguous(memory_format=cl),
+                     out.is_contiguous(memory_format=cl) and not out.is_contiguous()))
+
+    real = stm_lib.models.build_model
+
+    def build_and_watch(*a, **k):
+        m = real(*a, **k)
+        m.layer1[0].conv2.register_forward_hook(hook)
+        return m
+
+    monkeypatch.setattr(stm_lib.models, "build_model", build_and_watch)
     out = train(tiny_cfg(tmp_path / "r", cache, epochs=1, amp=amp, channels_last=True, max_steps_per_epoch=2))
+    r = evaluate(out, progress=False)
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    assert {mode for mode, *_ in seen} == {True, False}                 # training steps and evaluation
+    assert all(dtype == low for _, dtype, _, _ in seen), seen[:3]     # autocast ran the conv in low precision
+    assert all(w_cl and o_cl for *_, w_cl, o_cl in seen), seen[:3]      # NHWC weights and activations
     row = json.loads((out / "metrics.jsonl").read_text())
     assert math.isfinite(row["train_loss"]) and row["train_loss"] > 0
     state = torch.load(out / ckpt.LAST, weights_only=True)
     assert all(v.dtype != torch.float16 and v.dtype != torch.bfloat16 for v in state["model"].values())  # fp32 master weights
     assert bool(state["scaler"]) == (amp == "fp16")  # GradScaler only for fp16
-    assert 0 <= evaluate(out, progress=False)["top1"] <= 1
+    assert 0 <= r["top1"] <= 1
 
 
 # ---- evaluation and predict -------------------------------------------------------------
 
+class ViewTable(nn.Module):
+    """A stub model with known logits per view: each view's pixels all hold its global index
+    (video * V + view), and the model returns row `index` of `table`. A mix-up of videos and
+    views inside `run_eval` (e.g. reshaping (N*V) as (V, N)) would then change the scores."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = table
+
+    def forward(self, x):
+        return self.table[x.flatten(1)[:, 0].round().long()]
+
+
+def test_multi_view_metrics_by_hand():
+    """10 clips x 3 crops (Tables 1-4): softmax scores averaged over the 30 views, then top-1,
+    top-5, loss (NLL of the averaged scores), mean class accuracy and the confusion matrix,
+    against numbers worked out by hand. Six classes, five videos in two batches:
+
+    video 0 (label 1): 29 views logits e_1 (class 1 at 1, others 0), 1 view 100 on class 0.
+        Softmax averaging: p1 = 29/30 * e/(e+5) = 0.340 > p0 = 29/30 / (e+5) + 1/30 = 0.159,
+        so class 1 (correct); averaging logits would pick class 0 (100/30 > 29/30).
+    videos 1, 2 (labels 4, 5): every view [5,4,3,2,1,0]: predicted 0; label 4 is 5th (in the
+        top-5, not in a top-4), label 5 is 6th (not).
+    videos 3, 4 (label 0): crop 0 of each clip 3 on class 0, the other crops all 0: predicted 0
+        (p0 = 1/3 * e^3/(e^3+5) + 2/3 * 1/6).
+    top-1 3/5, top-5 4/5, per class {0: 2/2, 1: 1/1, 4: 0/1, 5: 0/1}, mean 0.5; 2, 3 absent."""
+    from stm_lib.engine.evaluate import run_eval
+
+    clips, crops, C, N = 10, 3, 6, 5
+    V = clips * crops
+    logits = torch.zeros(N, V, C)
+    logits[0, :, 1] = 1.0
+    logits[0, 7] = torch.tensor([100.0, 0, 0, 0, 0, 0])
+    logits[1:3] = torch.tensor([5.0, 4, 3, 2, 1, 0])
+    logits[3:5].view(2, clips, crops, C)[:, :, 0, 0] = 3.0       # views are clip-major: v = clip*3 + crop
+    labels = torch.tensor([1, 4, 5, 0, 0])
+    views = torch.arange(N * V, dtype=torch.float).view(N, V, 1, 1, 1, 1).expand(N, V, 2, 3, 4, 4)
+    loader = [(views[:3], labels[:3], 0), (None, torch.tensor([]), 2), (views[3:], labels[3:], 1)]
+    m = run_eval(ViewTable(logits.view(N * V, C)), loader, torch.device("cpu"), C)
+
+    e = math.e
+    p_video0 = 29 / 30 * e / (e + 5)
+    s = sum(math.exp(k) for k in range(6))
+    p_ramp = [math.exp(5 - k) / s for k in range(6)]                 # p of class k for [5,4,3,2,1,0]
+    p_video3 = 1 / 3 * math.exp(3) / (math.exp(3) + 5) + 2 / 3 * 1 / 6
+    assert m["n"] == 5 and m["skipped"] == 3
+    assert m["top1"] == pytest.approx(3 / 5) and m["top5"] == pytest.approx(4 / 5)
+    assert m["loss"] == pytest.approx(-(math.log(p_video0) + math.log(p_ramp[4]) + math.log(p_ramp[5])
+                                        + 2 * math.log(p_video3)) / 5, rel=1e-6)
+    expected = [[0] * C for _ in range(C)]
+    expected[0][0], expected[1][1], expected[4][0], expected[5][0] = 2, 1, 1, 1
+    assert m["confusion"] == expected
+    pc = m["per_class"]
+    assert pc[0] == 1 and pc[1] == 1 and pc[4] == 0 and pc[5] == 0 and math.isnan(pc[2]) and math.isnan(pc[3])
+    assert m["mean_class_acc"] == pytest.approx(0.5)
+
+    # one view per video, (N, T, 3, S, S) batches: plain softmax of that view
+    one = run_eval(ViewTable(logits.view(N * V, C)), [(views[:, 7], labels, 0)], torch.device("cpu"), C)
+    # video 0's view 7 says class 0 (wrong), p1 = 1/(e^100 + 5): the loss clamps it at 1e-12
+    assert one["top1"] == pytest.approx(2 / 5) and one["confusion"][1][0] == 1
+    assert one["loss"] == pytest.approx(-(math.log(1e-12) + math.log(p_ramp[4])
+                                          + math.log(p_ramp[5]) + 2 * math.log(1 / 6)) / 5, rel=1e-6)
+
+
+def test_metrics_from_confusion_by_hand():
+    conf = torch.tensor([[3, 1, 0], [0, 0, 0], [2, 0, 4]])
+    m = metrics_from_confusion(conf, top5_correct=9, nll_sum=5.0, skipped=1)
+    assert (m["n"], m["skipped"]) == (10, 1)
+    assert m["top1"] == pytest.approx(0.7) and m["top5"] == pytest.approx(0.9) and m["loss"] == pytest.approx(0.5)
+    assert m["per_class"][0] == pytest.approx(0.75) and math.isnan(m["per_class"][1])
+    assert m["per_class"][2] == pytest.approx(4 / 6)
+    assert m["mean_class_acc"] == pytest.approx((0.75 + 4 / 6) / 2)             # absent class 1 left out
+    empty = metrics_from_confusion(torch.zeros(2, 2), 0, 0.0, 3)
+    assert empty["n"] == 0 and math.isnan(empty["top1"]) and math.isnan(empty["mean_class_acc"])
+
+
 def test_evaluate_one_and_multi_view_protocols(trained):
+    """`evaluate` under 1x1 and 2x3 views against a computation by hand: every view of every
+    validation video through the model on its own, softmax, mean over the views, then argmax
+    (confusion, top-1) and the NLL of the mean (loss, which changes with any view's scores)."""
+    import dataclasses
+
+    from stm_lib.data import build_dataset
     from stm_lib.engine import evaluate
+    from stm_lib.engine.evaluate import load_run
 
     r1 = evaluate(trained, clips=1, crops=1, progress=False)
     r2 = evaluate(trained, clips=2, crops=3, progress=False)
-    for r, tag in ((r1, "val_1x1"), (r2, "val_2x3")):
-        assert 0 <= r["top1"] <= r["top5"] <= 1 and r["n"] == 8
+    model, cfg, _, _ = load_run(trained, device="cpu")
+    for r, tag, (clips, crops) in ((r1, "val_1x1", (1, 1)), (r2, "val_2x3", (2, 3))):
+        data = dataclasses.replace(cfg.data, test_clips=clips, test_crops=crops)
+        ds = build_dataset(data, "val", cfg.model.frames, train=False)
+        conf, nll = np.zeros((4, 4), int), 0.0
+        with torch.no_grad():
+            for i in range(len(ds)):
+                x, y = ds[i]                                               # (V, T, 3, S, S)
+                assert x.shape[0] == clips * crops
+                p = torch.stack([model(v[None])[0].softmax(-1) for v in x]).mean(0)
+                conf[y, int(p.argmax())] += 1
+                nll -= math.log(float(p[y])) / len(ds)
+        assert r["n"] == 8 and r["top1"] == pytest.approx(np.trace(conf) / 8)
+        assert r["loss"] == pytest.approx(nll, rel=1e-4)                  # sensitive to every view's scores
+        per_class = [conf[c, c] / conf[c].sum() for c in range(4) if conf[c].sum()]
+        assert r["mean_class_acc"] == pytest.approx(np.mean(per_class))
         saved = json.loads((trained / f"eval_{tag}.json").read_text())
-        assert saved["top1"] == r["top1"] and len(saved["per_class"]) == 4
-        conf = (trained / f"confusion_{tag}.csv").read_text().splitlines()
-        assert len(conf) == 5 and sum(int(v) for line in conf[1:] for v in line.split(",")[1:]) == 8
-    assert r2["views"] == 6
+        assert saved["top1"] == r["top1"] and len(saved["per_class"]) == 4 and saved["views"] == clips * crops
+        lines = (trained / f"confusion_{tag}.csv").read_text().splitlines()
+        assert len(lines) == 5
+        assert [[int(v) for v in line.split(",")[1:]] for line in lines[1:]] == conf.tolist()
     # 1x1 is the protocol training validated with: the best checkpoint scores the best epoch's top-1
     best = max(json.loads(line)["val_top1"] for line in (trained / "metrics.jsonl").read_text().splitlines())
     assert r1["top1"] == pytest.approx(best)

@@ -53,11 +53,11 @@ def _args(model: str, out: Path, cache: Path, lr: str) -> list[str]:
             "--num-workers", "0", "--no-progress", "--no-tensorboard", "--out", str(out)]
 
 
-def _run_pair(tmp_path: Path, model: str, lr: str):
-    """(single-process run folder, torchrun x2 run folder, torchrun stdout)."""
+def _run_pair(tmp_path: Path, cache: Path, model: str, lr: str):
+    """(single-process run folder, torchrun x2 run folder, torchrun stdout). `cache`: the
+    session's proxy cache (the same 80-video proxy as the resume test)."""
     launcher = tmp_path / "launch.py"
     launcher.write_text(LAUNCHER)
-    cache = tmp_path / "cache"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     single, ddp = tmp_path / f"{model}-single", tmp_path / f"{model}-ddp"
     r = subprocess.run([sys.executable, str(launcher), *_args(model, single, cache, lr)], env=env,
@@ -80,8 +80,8 @@ def _params(run: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_torchrun_matches_single_process_exactly_without_batchnorm(tmp_path):
-    single, ddp, stdout = _run_pair(tmp_path, "nobn", lr="0.2")
+def test_torchrun_matches_single_process_exactly_without_batchnorm(tmp_path, proxy_cache):
+    single, ddp, stdout = _run_pair(tmp_path, proxy_cache, "nobn", lr="0.2")
     assert stdout.count("epoch 2/2") == 1 and stdout.count("run folder") == 1  # rank 0 logs
     run = json.loads((ddp / "run.json").read_text())
     assert run["world_size"] == 2 and run["global_batch"] == 16 and run["status"] == "finished"
@@ -110,8 +110,8 @@ def _nobn_init() -> dict:
 
 
 @pytest.mark.slow
-def test_torchrun_resnet_follows_single_process_within_tolerance(tmp_path):
-    single, ddp, _ = _run_pair(tmp_path, "tsm", lr="0.005")
+def test_torchrun_resnet_follows_single_process_within_tolerance(tmp_path, proxy_cache):
+    single, ddp, _ = _run_pair(tmp_path, proxy_cache, "tsm", lr="0.005")
     s, d = _rows(single), _rows(ddp)
     for a, b in zip(s, d):
         assert b["lr"] == a["lr"]

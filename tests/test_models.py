@@ -115,9 +115,31 @@ def test_cmm_eq2_hand_made():
 
 
 def test_cmm_stride2_pools_after_restore():
-    m = CMM(32, 2, stride=2)
+    """Section 3.2 + our cost reading: in a stride-2 block CMM's restore conv runs at full
+    resolution and the 2x2 max-pool comes after it (this order gives the paper's 33.3G). Both
+    orders computed by hand from the module's own weights; max-pool and a 1x1 conv do not
+    commute, so only the right one matches."""
+    torch.manual_seed(0)
+    frames, c = 2, 32
+    m = CMM(c, frames, stride=2).eval()
+    with torch.no_grad():                                   # non-trivial BN so it must be applied
+        m.bn.running_mean.uniform_(-0.5, 0.5)
+        m.bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2 * frames, c, 5, 5)                   # odd side: ceil_mode, as a stride-2 3x3 conv
+    with torch.no_grad():
+        f = F.batch_norm(F.conv2d(x, m.reduce.weight), m.bn.running_mean, m.bn.running_var,
+                         m.bn.weight, m.bn.bias, eps=m.bn.eps)
+        f5 = f.view(2, frames, -1, 5, 5)
+        h = torch.zeros_like(f5)                           # Eq. 2; the last step stays zero
+        h[:, 0] = F.conv2d(f5[:, 1], m.motion.weight, padding=1, groups=f.shape[1]) - f5[:, 0]
+        h = h.flatten(0, 1)
+        restore_then_pool = F.max_pool2d(F.conv2d(h, m.restore.weight), 2, ceil_mode=True)
+        pool_then_restore = F.conv2d(F.max_pool2d(h, 2, ceil_mode=True), m.restore.weight)
+        out = m(x)
+    assert out.shape == (4, 32, 3, 3)                      # matches a stride-2 3x3 conv (5 -> 3)
+    torch.testing.assert_close(out, restore_then_pool, rtol=1e-5, atol=1e-5)
+    assert (out - pool_then_restore).abs().max() > 0.1
     assert m(torch.randn(4, 32, 8, 8)).shape == (4, 32, 4, 4)
-    assert m(torch.randn(4, 32, 5, 5)).shape == (4, 32, 3, 3)    # matches a stride-2 3x3 conv
 
 
 def test_temporal_shift_tsm():
@@ -139,12 +161,33 @@ def test_stsm_spatial_shift():
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_variant_forward_backward(name):
+    """Every trainable parameter gets a non-zero gradient from one cross-entropy step. None may
+    legitimately stay at zero: no residual BN is zero-initialised, CMM's restore conv is random
+    (section 4.2) and every branch (CSTM, CMM, shifts, both ST-ResNet streams) reaches the loss."""
+    torch.manual_seed(0)
     model = build_model(name=name, frames=4, num_classes=7, width_mult=0.25)
-    x = torch.randn(2, 4, model.in_channels, 64, 64)          # 3, or 3 + 20 flow channels
+    x = torch.randn(2, 4, model.in_channels, 32, 32)          # 3, or 3 + 20 flow channels
     out = model(x)
     assert out.shape == (2, 7)
-    out.sum().backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    F.cross_entropy(out, torch.tensor([1, 5])).backward()
+    dead = [n for n, p in model.named_parameters()
+            if p.requires_grad and (p.grad is None or not torch.any(p.grad != 0))]
+    assert dead == [], f"{name}: parameters without gradient: {dead[:8]}"
+
+
+def test_sth_param_count_is_hand_computed():
+    """STH (seed: temporal share r = 1/4) at 1 class: 21,623,873 parameters, by hand:
+    ResNet-50 backbone 23,508,032 + fc (2048 + 1) = 23,510,081 (TSN). STHConv gives r of each
+    3x3 conv's input channels a 3x1x1 kernel (3 weights instead of 9), removing 6r/9 of those
+    weights: the 16 3x3 convs hold 9 * (3*64^2 + 4*128^2 + 6*256^2 + 3*512^2) = 11,317,248, of
+    which 6/36 = 1,886,208 go. 23,510,081 - 1,886,208 = 21,623,873."""
+    from stm_lib.profile import count_params
+
+    convs3x3 = 9 * (3 * 64 ** 2 + 4 * 128 ** 2 + 6 * 256 ** 2 + 3 * 512 ** 2)
+    assert convs3x3 == 11_317_248
+    tsn = 23_508_032 + 2048 + 1
+    assert count_params(build_model(name="tsn", num_classes=1)) == tsn
+    assert count_params(build_model(name="sth", num_classes=1)) == tsn - convs3x3 * 6 // 36 == 21_623_873
 
 
 def test_stage_variants_place_blocks():
@@ -213,14 +256,15 @@ def test_st_resnet_cost_is_hand_computed():
     RGB), with its fc run once per clip instead of once per frame."""
     from stm_lib.profile import count_flops, count_params
 
-    tsn, rgb, two = (build_model(name=n, frames=8, num_classes=101) for n in ("tsn", "st-resnet-rgb", "st-resnet"))
+    T = 2                                                 # FLOPs are linear in T: 2 frames prove it as 8 would
+    tsn, rgb, two = (build_model(name=n, frames=T, num_classes=101) for n in ("tsn", "st-resnet-rgb", "st-resnet"))
     extra = [(256, 56), (512, 28), (1024, 14), (2048, 7)]               # (block input channels, side)
     assert count_params(rgb) - count_params(tsn) == sum(2 * c * c // 4 for c, _ in extra)
     assert count_params(two) == 2 * count_params(rgb) + 17 * 64 * 7 * 7
-    f_tsn, f_rgb, f_two = (count_flops(m, 8) for m in (tsn, rgb, two))
-    assert f_rgb - f_tsn == 8 * sum(2 * c * c // 4 * s * s for c, s in extra) == 8 * 4 * 102_760_448
-    fc_per_frame = 8 * 2048 * 101
-    assert f_two == 2 * (f_rgb - fc_per_frame + 2048 * 101) + 8 * 17 * 64 * 49 * 112 * 112
+    f_tsn, f_rgb, f_two = (count_flops(m, T) for m in (tsn, rgb, two))
+    assert f_rgb - f_tsn == T * sum(2 * c * c // 4 * s * s for c, s in extra) == T * 4 * 102_760_448
+    fc_per_frame = T * 2048 * 101
+    assert f_two == 2 * (f_rgb - fc_per_frame + 2048 * 101) + T * 17 * 64 * 49 * 112 * 112
 
 
 def test_st_resnet_imagenet_inflation(tv_resnet):
