@@ -138,9 +138,10 @@ class Config:
         applied; `model.block` entries are merged into the existing block, not replacing it."""
         d = self.to_dict()
         for section, values in (overrides or {}).items():
-            if section not in d or not isinstance(values, dict):
-                raise ValueError(f"overrides: expected {{section: {{field: value}}}} with sections "
-                                 f"model, data, train; got {section!r}: {values!r}")
+            if section not in d:
+                raise ValueError(f"overrides: unknown section {section!r}; use model, data or train")
+            if not isinstance(values, dict):
+                raise ValueError(f"overrides[{section!r}] must be a dict of fields, got {values!r}")
             values = dict(values)
             if section == "model" and isinstance(values.get("block"), dict):
                 values["block"] = {**d["model"]["block"], **values["block"]}

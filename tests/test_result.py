@@ -8,6 +8,7 @@ import pytest
 
 from stm_lib.book import stats
 from stm_lib.book.result import Claim, Result, Row, SchemaError, SeedRun, claim, paper_text
+from stm_lib.config import full_recipe
 
 
 # ---- stats ----------------------------------------------------------------------------------------
@@ -197,6 +198,7 @@ def test_every_table_is_consistent():
         assert t.notebook == ("figure1" if tid == "figure1" else f"table{tid}")
     assert TABLES["4"].chance("proxy", "hmdb51") == 100 / 6 and TABLES["2"].num_classes("full") == 27
     assert TABLES["2"].data("proxy")["proxy_seed"] == 1 and "proxy_seed" not in TABLES["5"].data("proxy")
-    assert PROFILES["full"]["lr"] == 0.01 and PROFILES["full"]["batch_size"] == 64 and PROFILES["full"]["batch_16"] == 32
+    assert PROFILES["full"]["lr"] == 0.01 and PROFILES["full"]["batch_size"] == 64
+    assert full_recipe(8) == {"batch_size": 64, "lr": 0.01, "lr_scale": False} and full_recipe(16)["batch_size"] == 32
     with pytest.raises(ValueError, match="unknown table"):
         get("10")

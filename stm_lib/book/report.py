@@ -344,11 +344,10 @@ def settings_markdown(result: Result) -> str:
     if seeds:
         text += f"Training seeds: {', '.join(map(str, seeds))} ({len(seeds)} per trained row). "
     text += f"Settings: {keys}" + (f"; {nested}" if nested else "") + "."
-    if channels:
-        text += " The STM as trained here, per stage (bottleneck width, block output" + \
-            (", CMM channels" if any("cmm_channels" in c for c in channels.values()) else "") + "): " + \
-            "; ".join(f"{k.replace('stage', 'stage ')} {c['width']} / {c['out']}"
-                      + (f" / {c['cmm_channels']}" if "cmm_channels" in c else "") for k, c in channels.items()) + "."
+    if channels:   # models.describe_widths: one dict per stage
+        text += (" The STM as trained here, per stage (bottleneck width / block output / CMM channels): "
+                 + "; ".join(f"stage {c['stage']} {c['width']} / {c['out_channels']} / {c['cmm_channels']}"
+                             for c in channels) + ".")
     if any(run.converged is not None for r in result.rows for run in r.runs):
         rule = result.convergence_rule.removeprefix("converged: ")
         text += f"\n\nConvergence rule: a run has converged when {rule}. " + _convergence(result)

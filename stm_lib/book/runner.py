@@ -22,7 +22,8 @@ from pathlib import Path
 from stm_lib.book import stats
 from stm_lib.book.result import Complexity, Result, Row, SeedRun, Speed, claim, paper_text
 from stm_lib.book.tables import GPU_SEEDS, GPU_SPEED, Table, check_profile, get
-from stm_lib.config import Config
+from stm_lib.config import Config, full_recipe
+from stm_lib.models import describe_widths
 from stm_lib.io import atomic_copy, atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,7 +206,7 @@ class _Run:
         root = self.data_root
         if self.profile == "full" and self.t.pretrain and root:   # Table 4: <root>/{kinetics400,ucf101,hmdb51}
             root = str(Path(root) / data["dataset"])
-        batch = p.get("batch_16", p["batch_size"]) if frames == 16 else p["batch_size"]
+        batch = full_recipe(frames)["batch_size"] if self.profile == "full" else p["batch_size"]
         d = {
             "model": dict(name=model, frames=frames, num_classes=0, width_mult=p["width_mult"],
                           pretrained=pretrained if pretrained is not None else p["pretrained"]),
@@ -214,13 +215,7 @@ class _Run:
             "train": dict(epochs=ep, batch_size=batch, lr=p["lr"] * lr_mult, lr_steps=steps, device=self.device,
                           seed=seed, tensorboard=False, progress=False, **p.get("train", {})),
         }
-        for section, values in self.overrides.items():
-            if section not in d:
-                raise ValueError(f"overrides: unknown section {section!r}; use model, data or train")
-            if not isinstance(values, dict):
-                raise ValueError(f"overrides[{section!r}] must be a dict of fields, got {values!r}")
-            _merge(d[section], values)
-        return Config.from_dict(d)
+        return Config.from_dict(d).merge(self.overrides)
 
     def settings(self) -> dict:
         p, part = self.p, (self.t.pretrain or self.t.parts[0]).name
@@ -234,7 +229,7 @@ class _Run:
                 "parts": {x.name: self.t.data(self.profile, x.name) for x in self.t.parts if x.name},
                 "overrides": self.overrides or None, "models": self.models,
                 "convergence_rule": stats.CONVERGENCE_RULE, "frames_semantics": self.t.frames,
-                "stm_channels": model_channels(self.config("stm", 8, part, 0).model) if self.t.train else None,
+                "stm_channels": describe_widths(self.config("stm", 8, part, 0).model) if self.t.train else None,
                 "torch_threads": _torch_threads()}
 
     # ---- training ---------------------------------------------------------------------------
@@ -348,30 +343,6 @@ class _Run:
         self.speed_setting = {**sp, "device": next(iter(measured.values()))["device"]}
 
 
-def model_channels(mcfg) -> dict:
-    """Per stage of the model `mcfg` describes (as configured, overrides included): bottleneck
-    width, block output channels and CMM channels, so a page states the model it trained (at width
-    x0.25 the CMM of the paper's r = 16 can be down to one channel: issue 10)."""
-    import dataclasses as dc
-
-    from stm_lib.models import build_model
-
-    m = build_model(dc.replace(mcfg, num_classes=max(mcfg.num_classes, 2), pretrained=None))
-    out = {}
-    for i in range(1, 5):
-        blk = getattr(m, f"layer{i}", None)
-        if blk is None:
-            continue
-        b0 = blk[0]
-        stage = {"width": int(b0.conv1.weight.shape[0]), "out": int(b0.conv3.weight.shape[0])}
-        cmm = getattr(b0, "cmm", None)
-        reduce = getattr(cmm, "reduce", None)
-        if reduce is not None and hasattr(reduce, "weight"):
-            stage["cmm_channels"] = int(reduce.weight.shape[0])
-        out[f"stage{i + 1}"] = stage
-    return out
-
-
 # ---- the run cache ------------------------------------------------------------------------------
 
 def cache_key(cfg: Config, cache_dir: str | Path | None = None) -> str:
@@ -471,15 +442,6 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _merge(base: dict, extra: dict) -> None:
-    """Deep update: {"model": {"block": {"cmm_reduction": 8}}} changes one nested field."""
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
 
 
 # ---- files ---------------------------------------------------------------------------------------

@@ -20,26 +20,23 @@ from dataclasses import dataclass, field
 from stm_lib.book import stats
 from stm_lib.book.paper import CAPTIONS, CLAIMS, paper_rows
 
-# `train`: TrainConfig fields that differ from the paper's recipe at CPU scale. fc_lr_mult 1: the
-# TSM recipe's x5 fc lr is for a backbone loaded from ImageNet; from scratch it kept the loss near
-# 8 for 10 classes and top-1 at chance for several epochs in proxy runs here.
+# The fc lr multiplier is TrainConfig's default: x5 (bias x10) with ImageNet weights (full), x1 from
+# scratch (smoke, proxy), where x5 kept the proxy runs at chance (stm_lib/engine/optim.py).
 PROFILES: dict[str, dict] = {
     "smoke": dict(threads=1, frames=4, width_mult=0.25, input_size=32, epochs=1, batch_size=16, lr=0.02,
                   lr_steps=(), num_workers=0, clips=1, crops=1, sixteen_frames=False, pretrained=None,
-                  train=dict(fc_lr_mult=1.0),
                   data=dict(proxy_videos=80, proxy_classes=4, proxy_frames=8, proxy_resolution=32),
                   speed=dict(width_mult=0.25, input_size=32, batch_size=4, warmup=1, repeats=2),
                   seeds=1),
     "proxy": dict(threads=1, frames=8, width_mult=0.25, input_size=64, epochs=8, batch_size=16, lr=0.02,
                   lr_steps=(5, 7), num_workers=1, clips=1, crops=1, sixteen_frames=False, pretrained=None,
-                  train=dict(fc_lr_mult=1.0),
                   data=dict(proxy_videos=1000, proxy_classes=10, proxy_frames=16, proxy_resolution=64),
                   speed=dict(width_mult=1.0, input_size=224, batch_size=16, warmup=1, repeats=3),
                   seeds=3),
-    # section 4.2: batch 64 at 8 frames, 32 at 16 frames (8 GPUs x 8 / x 4), lr 0.01 both, no scaling
+    # section 4.2 (stm_lib.config.full_recipe): batch 64 at 8 frames, 32 at 16, lr 0.01 both, no scaling
     "full": dict(frames=8, width_mult=1.0, input_size=224, epochs=50, batch_size=64, lr=0.01,
                  lr_steps=(30, 40, 45), num_workers=8, clips=10, crops=3, sixteen_frames=True,
-                 pretrained="torchvision", train=dict(lr_scale=False), batch_16=32, data=dict(),
+                 pretrained="torchvision", data=dict(),
                  speed=dict(width_mult=1.0, input_size=224, batch_size=16, warmup=5, repeats=20),
                  seeds=1),
 }
