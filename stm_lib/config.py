@@ -119,7 +119,7 @@ class Config:
         """The config as YAML that `load_yaml` reads back equal (tuples written as lists)."""
         import yaml
 
-        return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
+        return yaml.safe_dump(plain(self.to_dict()), sort_keys=False)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
@@ -169,11 +169,12 @@ def _build(klass, values: dict[str, Any], where: str):
     return klass(**values)
 
 
-def _plain(d):
+def plain(d):
+    """Nested dicts with tuples as lists: what YAML, JSON and weights_only checkpoints store."""
     if isinstance(d, dict):
-        return {k: _plain(v) for k, v in d.items()}
+        return {k: plain(v) for k, v in d.items()}
     if isinstance(d, (list, tuple)):
-        return [_plain(v) for v in d]
+        return [plain(v) for v in d]
     return d
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from stm_lib import provenance as P
-from stm_lib.config import Config
+from stm_lib.config import Config, plain
 from stm_lib.engine import checkpoint as ckpt
 from stm_lib.engine import distributed as D
 from stm_lib.engine.evaluate import amp_context, run_eval, topk_correct
@@ -184,7 +184,7 @@ def train(cfg: Config, command: str | None = None) -> Path:
             out.mkdir(parents=True, exist_ok=True)
             for p in ckpt.clean_stale_tmp(out):  # left by a write that a SIGKILL interrupted
                 log(f"removed {p.name} (an interrupted write)")
-            ckpt.atomic_write_text(out / "config.yaml", _yaml(cfg.to_dict()))
+            ckpt.atomic_write_text(out / "config.yaml", cfg.to_yaml())
             with open(out / "command.txt", "a") as f:
                 f.write(f"# {P.now()}  world_size={info.world_size}\n{command}\n")
         if state is None and info.is_main:
@@ -527,24 +527,10 @@ def _state(raw, optimizer, scheduler, scaler, cfg, classes, epoch, history, best
     return {
         "format": 1, "epoch": epoch, "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler_state(scheduler), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-        "rng": ckpt.rng_state(), "config": _plain(cfg.to_dict()), "classes": list(classes),
+        "rng": ckpt.rng_state(), "config": plain(cfg.to_dict()), "classes": list(classes),
         "num_classes": cfg.model.num_classes, "history": [dict(r) for r in history],
         "best_top1": best_top1, "partial": partial, "lr_changes": [dict(c) for c in lr_changes],
     }
-
-
-def _plain(d):
-    if isinstance(d, dict):
-        return {k: _plain(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [_plain(v) for v in d]
-    return d
-
-
-def _yaml(d: dict) -> str:
-    import yaml
-
-    return yaml.safe_dump(_plain(d), sort_keys=False)
 
 
 def _write_metrics(out: Path, history: list[dict]) -> None:
