@@ -20,7 +20,11 @@ def build_model(cfg: ModelConfig | None = None, verbose: bool = False,
     variant = get_variant(cfg.name)
     if cfg.num_classes < 1:
         raise ValueError("num_classes must be set (>= 1) before building the model")
-    if variant.flow_stack:
+    if variant.frame_diff:
+        from stm_lib.models.framediff import FrameDifferenceTSN
+
+        model = FrameDifferenceTSN(cfg.frames, cfg.num_classes, cfg.width_mult, cfg.dropout)
+    elif variant.flow_stack:
         model = SpatiotemporalResNet(variant.block_specs(), cfg.frames, cfg.num_classes, cfg.width_mult,
                                      cfg.dropout, flow_stack=variant.flow_stack)
     else:
