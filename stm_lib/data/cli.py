@@ -159,7 +159,9 @@ def _pipeline_bench(args) -> int:
     if args.steps < 1 or args.repeats < 1:
         print("stm data pipeline-bench: --steps and --repeats must be at least 1", file=sys.stderr)
         return 2
-    t0, start = time.time(), datetime.now(timezone.utc).isoformat(timespec="seconds")
+    from stm_lib.reproduce import git_state, provenance  # moving to stm_lib/provenance.py (another branch)
+
+    t0, start, git = time.time(), datetime.now(timezone.utc).isoformat(timespec="seconds"), git_state()
     cfg = pb.proxy_config(args.proxy_videos, args.proxy_classes, args.proxy_frames, args.proxy_resolution,
                           args.model, args.frames, args.width_mult, args.input_size, args.batch_size,
                           num_workers=args.num_workers, cache=args.proxy_cache)
@@ -176,12 +178,12 @@ def _pipeline_bench(args) -> int:
     if args.json:
         print(json.dumps(res))
     elif not args.engine_only:
-        print(f"engine {res['engine_clips_per_s']:.2f} clips/s, bare loop {res['bare_clips_per_s']:.2f} clips/s, "
-              f"ratio {res['ratio']:.3f} (medians of {args.repeats}; {res['torch_threads']} torch threads)")
+        print(f"engine {res['engine_clips_per_s']:.2f} clips/s, bare loop {res['bare_clips_per_s']:.2f} clips/s "
+              f"(medians), ratio {res['ratio']:.3f} (median of {args.repeats} engine repeats, each over the "
+              f"bare repeats around it; {res['torch_threads']} torch threads)")
     if args.out:
-        from stm_lib.reproduce import provenance
-
-        res["provenance"] = provenance({k: v for k, v in vars(args).items() if k != "func"}, 0, start, time.time() - t0, None, Path("."))
+        params = {k: v for k, v in vars(args).items() if k != "func"}
+        res["provenance"] = provenance(params, 0, start, time.time() - t0, None, Path("."), git)
         from stm_lib.engine.checkpoint import atomic_write_json
 
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

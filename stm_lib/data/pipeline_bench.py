@@ -83,27 +83,33 @@ def bare_clips_per_s(cfg: Config, x: torch.Tensor, y: torch.Tensor, classes: int
 
 
 def run(cfg: Config, steps: int = 20, repeats: int = 3, log=print, engine_only: bool = False) -> dict:
-    """Alternate engine and bare repeats; medians and their ratio (the pipeline efficiency)."""
+    """Bare, engine, bare, engine, ..., bare: each engine repeat is compared with the mean of the
+    bare repeats just before and after it, so a change in the machine's other load hits both
+    sides of a pair; the median of these ratios is the pipeline efficiency."""
     from stm_lib.data.proxy import ensure_proxy
 
     ensure_proxy("temporal", cfg.data, progress=False)
     x, y, classes = bare_batch(cfg)  # also writes the decoded arrays before anything is timed
     engine, bare = [], []
     with tempfile.TemporaryDirectory(prefix="stm-pipeline-bench-") as work:
+        if not engine_only:
+            bare.append(bare_clips_per_s(cfg, x, y, classes, steps))
         for r in range(repeats):
             engine.append(engine_clips_per_s(cfg, steps, Path(work)))
             if engine_only:
                 log(f"repeat {r + 1}/{repeats}: engine {engine[-1]:.2f} clips/s")
                 continue
             bare.append(bare_clips_per_s(cfg, x, y, classes, steps))
-            log(f"repeat {r + 1}/{repeats}: engine {engine[-1]:.2f} clips/s, bare loop {bare[-1]:.2f} clips/s, "
-                f"ratio {engine[-1] / bare[-1]:.3f}")
+            around = (bare[-2] + bare[-1]) / 2
+            log(f"repeat {r + 1}/{repeats}: engine {engine[-1]:.2f} clips/s, bare loop {bare[-2]:.2f} before / "
+                f"{bare[-1]:.2f} after, ratio {engine[-1] / around:.3f}")
     e = statistics.median(engine)
     if engine_only:
         return {"engine_clips_per_s": e, "engine_repeats": engine, "torch_threads": torch.get_num_threads()}
+    pairs = [engine[r] / ((bare[r] + bare[r + 1]) / 2) for r in range(repeats)]
     b = statistics.median(bare)
-    return {"engine_clips_per_s": e, "bare_clips_per_s": b, "ratio": e / b,
-            "pair_ratios": [a / c for a, c in zip(engine, bare)],
+    return {"engine_clips_per_s": e, "bare_clips_per_s": b, "ratio": statistics.median(pairs),
+            "ratio_of_medians": e / b, "pair_ratios": pairs,
             "engine_repeats": engine, "bare_repeats": bare, "steps_per_repeat": steps,
             "torch_threads": torch.get_num_threads(), "loadavg_end": _loadavg(),
             "proxy_arrays": os.environ.get("STM_PROXY_ARRAYS", "1") != "0",
