@@ -52,7 +52,7 @@ def make_loader(dataset, batch_size: int, train: bool, num_workers: int = 0, sam
     g = torch.Generator()
     g.manual_seed(int(seed))
     if getattr(dataset, "in_memory", False):
-        # frames already decoded (proxies): a clip costs ~1 ms of cropping against ~60 ms of model
+        # frames already decoded (proxies): a clip costs ~0.5 ms of cropping against 60-110 ms of model
         # step, so worker processes would only compete with the model for the cores (measured:
         # runs/pipeline_bench/). Results do not change: augmentation is seeded per clip.
         num_workers = 0

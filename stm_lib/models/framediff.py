@@ -3,10 +3,14 @@
 Why: a temporal proxy is calibrated when motion direction is learnable from neighbouring frames
 and not from single frames, judged by two models that are not the paper's: TSN (frames alone,
 logits averaged) must stay near chance, and this model must learn it. It is TSN with the RGB
-difference input of the TSN paper (Wang et al. 2016, section 3.2): segment t sees its frame and
+difference input of the TSN paper (Wang et al. 2016, "network inputs"): segment t sees its frame and
 the difference to the next sampled frame, `[x_t, x_{t+1} - x_t]` (6 channels), through the same
 per-frame ResNet, logits averaged over the T-1 pairs. It has no temporal module, so tuning a
 proxy against it never looks at which of CSTM / CMM / STM wins.
+
+Run it as any registry model, at the proxy setting next to TSN:
+    stm train --dataset proxy-temporal --model tsn-diff --frames 8 --input-size 64 --width-mult 0.25 \
+        --epochs 8 --batch-size 16 --lr 0.02 --out runs/calibration/tsn-diff   (and --model tsn)
 """
 from __future__ import annotations
 
