@@ -17,6 +17,11 @@ not small moving objects: with objects the same STM was still at chance after 4 
 
 scene (modelled on Kinetics / UCF-101): the class is the background (colour and pattern kind)
 and is visible in every frame; a randomly moving disc and a drifting pattern are nuisance.
+
+Clip i has label i % classes; `validation_mask` picks a balanced fifth for validation. A proxy is
+cached under a key of every parameter that changes its files (`params_of`), and each split is
+decoded once into a memory-mapped uint8 array (`DecodedProxy`) that training reads instead of
+the JPEGs: the same pixels, no per-epoch decoding (runs/pipeline_bench/README.md).
 """
 from __future__ import annotations
 
