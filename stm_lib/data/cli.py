@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     f.add_argument("--limit", type=int, default=0, help="only the first N clips of each annotation list (0: all)")
     f.set_defaults(func=_flow)
 
-    pb = sub.add_parser("pipeline-bench", help="engine training clips/s over a bare forward/backward loop (same process)",
+    pb = sub.add_parser("pipeline-bench", help="engine training clips/s over a bare forward/backward loop",
                         description="Alternates one short epoch of `stm train` with a bare forward + backward + SGD "
                                     "loop on the same model and an in-memory batch; prints both medians and their "
                                     "ratio (the pipeline efficiency; issue 10 asks >= 0.9). Defaults: the book's "
