@@ -2,6 +2,7 @@
 built so that the temporal proxy needs frame order while the scene proxy does not."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -88,18 +89,87 @@ def test_existing_folder_with_other_parameters(tmp_path):
         proxy.make_proxy("scene", tmp_path / "x", videos=10, frames=4, resolution=32, progress=False)
 
 
-def test_twin_classes_are_time_reversed():
+def test_twin_class_names_and_signs():
     signs = proxy.temporal_signs(10)
     assert (signs[1::2] == -signs[0::2]).all() and len({tuple(s) for s in signs}) == 10
     names = proxy.temporal_class_names(10)
     assert names[0] == "right down clockwise growing" and names[1] == "left up anticlockwise shrinking"
     with pytest.raises(ValueError, match="even number"):
         proxy.temporal_signs(7)
-    # the same random draws with the opposite signs give the clip played backwards, up to the
-    # start phase: a frame of class 2k+1 is a frame of class 2k, so no single frame tells them apart
-    a = proxy.render_temporal(np.random.default_rng(0), signs[0], 8, 32)
-    b = proxy.render_temporal(np.random.default_rng(0), signs[1], 8, 32)
-    assert np.array_equal(a[0], b[0]) and not np.array_equal(a[1], b[1])
+
+
+def _jpeg(frame: np.ndarray, quality: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(frame)).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def test_twin_classes_are_time_reversed(tmp_path):
+    """Each clip of class 2k+1, frame by frame as written to disk, is the class-2k clip drawn from
+    the same random stream played backwards: frame j is frame F-1-j of that clip (byte-identical
+    JPEGs). The clips are not palindromes, so a generator that skipped or botched the reversal
+    (or negated the signs instead, which moves the start phase) fails here."""
+    frames, res, seed = 6, 32, 5
+    root = proxy.make_proxy("temporal", tmp_path / "p", videos=8, classes=4, frames=frames, resolution=res,
+                            seed=seed, progress=False)
+    signs = proxy.temporal_signs(4)
+    for i in range(8):
+        label = i % 4
+        base = proxy.render_temporal(np.random.default_rng([seed, i]), signs[label & ~1], frames, res)
+        assert any(not np.array_equal(base[j], base[frames - 1 - j]) for j in range(frames))
+        want = base[::-1] if label % 2 else base
+        for j in range(frames):
+            got = (root / proxy.FRAMES_DIR / str(i + 1) / f"{j + 1:05d}.jpg").read_bytes()
+            assert got == _jpeg(want[j], proxy.JPEG_QUALITY), f"clip {i + 1} (class {label}) frame {j + 1}"
+
+
+# --- splits and cache key ---------------------------------------------------------------------
+
+def _split_counts(root: Path, classes: int) -> dict[str, np.ndarray]:
+    """Clips per class in each annotation file, read back from disk."""
+    names = (root / "something-something-v1-labels.csv").read_text().splitlines()
+    out = {}
+    for split in ("train", "validation"):
+        rows = (root / f"something-something-v1-{split}.csv").read_text().splitlines()
+        out[split] = np.bincount([names.index(r.split(";", 1)[1]) for r in rows if r], minlength=classes)
+    return out
+
+
+@pytest.mark.parametrize("videos,classes", [(400, 12), (1000, 16), (70, 16), (1000, 10), (50, 10), (48, 4)])
+def test_splits_balanced_at_every_size(videos, classes):
+    val = proxy.validation_mask(videos, classes)
+    labels = np.arange(videos) % classes  # make_proxy's labels
+    v, t = np.bincount(labels[val], minlength=classes), np.bincount(labels[~val], minlength=classes)
+    assert v.max() - v.min() <= 1 and t.max() - t.min() <= 1, (v, t)
+    assert val.sum() >= videos // 5 and (v.min() >= 1) == (val.sum() >= classes)
+    assert v.min() >= 1  # each of these sizes has room for every class in validation
+    if videos % (5 * classes) == 0:  # the rule before version 3, kept where it was balanced
+        assert (val == ((np.arange(videos) // classes) % 5 == 4)).all()
+
+
+def test_written_splits_balanced_70_videos_16_classes(tmp_path):
+    root = proxy.make_proxy("temporal", tmp_path / "p", videos=70, classes=16, frames=2, resolution=16,
+                            progress=False)
+    c = _split_counts(root, 16)
+    assert c["validation"].tolist() == [1] * 16  # before: 6 clips, labels 0-5 only
+    assert c["train"].sum() == 54 and c["train"].max() - c["train"].min() <= 1
+
+
+def test_cache_key_has_jpeg_quality_and_version(tmp_path, monkeypatch):
+    cfg = DataConfig(proxy_cache=str(tmp_path), proxy_videos=10, proxy_classes=2, proxy_frames=2,
+                     proxy_resolution=16)
+    a = proxy.ensure_proxy("temporal", cfg, progress=False)
+    monkeypatch.setattr(proxy, "JPEG_QUALITY", 50)
+    b = proxy.ensure_proxy("temporal", cfg, progress=False)
+    assert a != b and json.loads((b / "proxy.json").read_text())["jpeg_quality"] == 50
+    frame = Path(proxy.FRAMES_DIR) / "1" / "00001.jpg"
+    assert (a / frame).read_bytes() != (b / frame).read_bytes()  # other files: another entry was needed
+    monkeypatch.setattr(proxy, "VERSION", 99)
+    assert proxy.ensure_proxy("temporal", cfg, progress=False) not in (a, b)
 
 
 # --- what the proxies can teach: a cheap check with a tiny CNN ------------------------------------

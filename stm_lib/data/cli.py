@@ -1,6 +1,7 @@
-"""`stm data check | bench | make-proxy`."""
+"""`stm data check | bench | flow | make-proxy | pipeline-bench`."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -48,6 +49,33 @@ def register(subparsers) -> None:
     f.add_argument("--max-side", type=int, default=0, help="compute flow at most this many px wide (0: full size)")
     f.add_argument("--limit", type=int, default=0, help="only the first N clips of each annotation list (0: all)")
     f.set_defaults(func=_flow)
+
+    pb = sub.add_parser("pipeline-bench", help="engine training clips/s over a bare forward/backward loop",
+                        description="Alternates one short epoch of `stm train` with a bare forward + backward + SGD "
+                                    "loop on the same model and an in-memory batch; prints both medians and their "
+                                    "ratio (the pipeline efficiency; issue 10 asks >= 0.9). Defaults: the book's "
+                                    "proxy setting.")
+    pb.add_argument("--model", default="stm")
+    pb.add_argument("--frames", type=int, default=8)
+    pb.add_argument("--width-mult", type=float, default=0.25)
+    pb.add_argument("--input-size", type=int, default=64)
+    pb.add_argument("--batch-size", type=int, default=16)
+    pb.add_argument("--num-workers", type=int, default=2, help="as --num-workers of stm train (decoded proxies "
+                    "are always read in-process)")
+    pb.add_argument("--proxy-videos", type=int, default=1000)
+    pb.add_argument("--proxy-classes", type=int, default=10)
+    pb.add_argument("--proxy-frames", type=int, default=16)
+    pb.add_argument("--proxy-resolution", type=int, default=64)
+    pb.add_argument("--proxy-cache", help="proxy cache folder (default ~/.cache/stm/proxy or $STM_PROXY_CACHE)")
+    pb.add_argument("--steps", type=int, default=20, help="training steps per repeat")
+    pb.add_argument("--repeats", type=int, default=3, help="engine/bare pairs (medians reported)")
+    pb.add_argument("--side-by-side", action="store_true", help="also compare 1 run x 2 threads with 2 runs x 1 "
+                    "thread (subprocesses, engine only)")
+    pb.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
+    pb.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    pb.add_argument("--out", help="write the result with provenance to this JSON file (e.g. runs/pipeline_bench/"
+                    "proxy.json)")
+    pb.set_defaults(func=_pipeline_bench)
 
     m = sub.add_parser("make-proxy", help="generate a proxy dataset in the Something-Something v1 layout")
     m.add_argument("--kind", required=True, choices=("temporal", "scene"))
@@ -120,6 +148,47 @@ def _bench(args) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
         print(f"wrote {args.out}")
+    return 0
+
+
+def _pipeline_bench(args) -> int:
+    from datetime import datetime, timezone
+
+    from stm_lib.data import pipeline_bench as pb
+
+    if args.steps < 1 or args.repeats < 1:
+        print("stm data pipeline-bench: --steps and --repeats must be at least 1", file=sys.stderr)
+        return 2
+    from stm_lib.reproduce import git_state, provenance  # moving to stm_lib/provenance.py (another branch)
+
+    t0, start, git = time.time(), datetime.now(timezone.utc).isoformat(timespec="seconds"), git_state()
+    cfg = pb.proxy_config(args.proxy_videos, args.proxy_classes, args.proxy_frames, args.proxy_resolution,
+                          args.model, args.frames, args.width_mult, args.input_size, args.batch_size,
+                          num_workers=args.num_workers, cache=args.proxy_cache)
+    log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
+    res = pb.run(cfg, args.steps, args.repeats, log=log, engine_only=args.engine_only)
+    if args.side_by_side and not args.engine_only:
+        argv = [a for a in sys.argv[sys.argv.index("pipeline-bench") + 1:] if a not in ("--side-by-side", "--json")]
+        if "--out" in argv:
+            i = argv.index("--out")
+            del argv[i:i + 2]
+        res["side_by_side"] = pb.side_by_side(argv)
+        for k, v in res["side_by_side"].items():
+            log(f"side by side {k}: total {v['total_clips_per_s']:.2f} clips/s (each {v['clips_per_s_each']})")
+    if args.json:
+        print(json.dumps(res))
+    elif not args.engine_only:
+        print(f"engine {res['engine_clips_per_s']:.2f} clips/s, bare loop {res['bare_clips_per_s']:.2f} clips/s "
+              f"(medians), ratio {res['ratio']:.3f} (median of {args.repeats} engine repeats, each over the "
+              f"bare repeats around it; {res['torch_threads']} torch threads)")
+    if args.out:
+        params = {k: v for k, v in vars(args).items() if k != "func"}
+        res["provenance"] = provenance(params, 0, start, time.time() - t0, None, Path("."), git)
+        from stm_lib.engine.checkpoint import atomic_write_json
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(args.out), res)
+        log(f"wrote {args.out}")
     return 0
 
 

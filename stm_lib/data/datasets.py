@@ -395,6 +395,11 @@ class VideoDataset(torch.utils.data.Dataset):
             return sampling.train_indices(n, self.frames, self.rng)
         return sampling.test_indices(n, self.frames, self.test_clips)
 
+    def read(self, s: Sample, choose):
+        """`(frames, indices)`: the frames `choose(num_frames)` picks, decoded (proxies override
+        this with their decoded-once array: stm_lib.data.proxy.DecodedProxy)."""
+        return decode.read_clip(s.path, choose, self.backend, min_side=self.scale_size)
+
     def load(self, s: Sample) -> torch.Tensor:
         picked = {}
 
@@ -403,7 +408,7 @@ class VideoDataset(torch.utils.data.Dataset):
             picked["idx"] = self.indices(n)
             return np.unique(picked["idx"])
 
-        frames, uniq = decode.read_clip(s.path, choose, self.backend, min_side=self.scale_size)
+        frames, uniq = self.read(s, choose)
         pos = np.searchsorted(uniq, picked["idx"])  # map wanted indices to decoded rows
         h, w = frames.shape[1:3]
         fl = None
@@ -445,10 +450,11 @@ def build_dataset(cfg, split: str, frames: int, train: bool) -> VideoDataset:
     if not samples:
         raise ValueError(f"dataset {name!r} split {split!r} under {root} has no samples")
     flip = cfg.flip if cfg.flip is not None else name not in NO_FLIP
-    return VideoDataset(samples, classes, frames, train, input_size=cfg.input_size,
-                        scale_size=cfg.scale_size, flip=flip, test_clips=cfg.test_clips,
-                        test_crops=cfg.test_crops, backend=getattr(cfg, "decoder", "auto"), name=name,
-                        flow_root=getattr(cfg, "flow_root", None), flow_stack=getattr(cfg, "flow_stack", 10))
+    ds = VideoDataset(samples, classes, frames, train, input_size=cfg.input_size,
+                      scale_size=cfg.scale_size, flip=flip, test_clips=cfg.test_clips,
+                      test_crops=cfg.test_crops, backend=getattr(cfg, "decoder", "auto"), name=name,
+                      flow_root=getattr(cfg, "flow_root", None), flow_stack=getattr(cfg, "flow_stack", 10))
+    return proxy.decode_once(ds, root, split) if name in PROXIES else ds
 
 
 def load_clip(path, frames: int, input_size: int, scale_size: int = 0, clips: int = 1, crops: int = 1,

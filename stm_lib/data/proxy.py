@@ -17,6 +17,11 @@ not small moving objects: with objects the same STM was still at chance after 4 
 
 scene (modelled on Kinetics / UCF-101): the class is the background (colour and pattern kind)
 and is visible in every frame; a randomly moving disc and a drifting pattern are nuisance.
+
+Clip i has label i % classes; `validation_mask` picks a balanced fifth for validation. A proxy is
+cached under a key of every parameter that changes its files (`params_of`), and each split is
+decoded once into a memory-mapped uint8 array (`DecodedProxy`) that training reads instead of
+the JPEGs: the same pixels, no per-epoch decoding (runs/pipeline_bench/README.md).
 """
 from __future__ import annotations
 
@@ -31,9 +36,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from stm_lib.data.datasets import VideoDataset
+
 KINDS = ("temporal", "scene")
-VERSION = 2  # bump when the generator's output changes: it is part of the cache key
-JPEG_QUALITY = 90
+VERSION = 3  # bump when the generator's output changes: it is part of the cache key
+# 3: validation split balanced at every size (same clips as 2 when videos is a multiple of 5 x classes)
+JPEG_QUALITY = 90  # part of the cache key (params_of): another quality writes other files
 FRAMES_DIR = "20bn-something-something-v1"
 PREFIX = "something-something-v1"
 
@@ -173,17 +181,37 @@ def render_scene(rng: np.random.Generator, label: int, classes: int, frames: int
 
 # --- writing the SSv1 layout ----------------------------------------------------------------
 
-def params_of(kind, videos, classes, frames, resolution, seed) -> dict:
+def params_of(kind, videos, classes, frames, resolution, seed, jpeg_quality=None) -> dict:
+    """Everything that determines the files of a proxy: its cache key and `proxy.json`."""
+    q = JPEG_QUALITY if jpeg_quality is None else jpeg_quality
     return {"kind": kind, "videos": int(videos), "classes": int(classes), "frames": int(frames),
-            "resolution": int(resolution), "seed": int(seed), "version": VERSION}
+            "resolution": int(resolution), "seed": int(seed), "version": VERSION, "jpeg_quality": int(q)}
 
 
-def _is_val(i: int, classes: int) -> bool:
-    return (i // classes) % 5 == 4  # every fifth round of classes: 20% validation, balanced
+def validation_mask(videos: int, classes: int) -> np.ndarray:
+    """`(videos,)` bool: which clips form the validation split. Clip i has label i % classes.
+
+    A fifth of the clips, raised to one per class where every class can still keep a training
+    clip (70 videos / 16 classes: 16, not 14), spread over classes as evenly as possible:
+    per-class counts differ by at most 1, the extra ones on the lowest labels, which also hold
+    the extra clips when `videos % classes` is not 0, so training counts differ by at most 1 too.
+    Inside class c (its clips k = 0, 1, ... in order) validation takes k = floor((j + 1) * n_c /
+    v_c) - 1 for j < v_c: evenly spread, and exactly the old rule "every fifth round of
+    classes" (k % 5 == 4) when videos is a multiple of 5 x classes, so those proxies (the
+    default 1000 / 10 among them) keep their splits."""
+    n_val = max(videos // 5, min(classes, videos - classes))
+    mask = np.zeros(videos, bool)
+    for c in range(classes):
+        idx = np.arange(c, videos, classes)  # clips of class c, in order
+        v = n_val // classes + (c < n_val % classes)
+        if v:
+            k = (np.arange(1, v + 1) * len(idx)) // v - 1
+            mask[idx[k]] = True
+    return mask
 
 
 def make_proxy(kind: str, out_dir, videos: int = 1000, classes: int = 10, frames: int = 16,
-               resolution: int = 64, seed: int = 0, progress: bool = True) -> Path:
+               resolution: int = 64, seed: int = 0, progress: bool = True, jpeg_quality: int | None = None) -> Path:
     """Write a proxy dataset in the SSv1 layout under `out_dir` and return it.
 
     Deterministic given the arguments (clip i is drawn from `default_rng([seed, i])`). Written
@@ -199,7 +227,8 @@ def make_proxy(kind: str, out_dir, videos: int = 1000, classes: int = 10, frames
     names = temporal_class_names(classes) if kind == "temporal" else scene_class_names(classes)
     if kind == "temporal":
         signs = temporal_signs(classes)
-    params = params_of(kind, videos, classes, frames, resolution, seed)
+    params = params_of(kind, videos, classes, frames, resolution, seed, jpeg_quality)
+    val = validation_mask(videos, classes)
     out = Path(out_dir).expanduser()
     if out.exists():
         return _reuse(out, params)
@@ -226,8 +255,8 @@ def make_proxy(kind: str, out_dir, videos: int = 1000, classes: int = 10, frames
             d = tmp / FRAMES_DIR / vid
             d.mkdir()
             for j, fr in enumerate(clip):
-                Image.fromarray(np.ascontiguousarray(fr)).save(d / f"{j + 1:05d}.jpg", quality=JPEG_QUALITY)
-            rows["validation" if _is_val(i, classes) else "train"].append(f"{vid};{names[label]}")
+                Image.fromarray(np.ascontiguousarray(fr)).save(d / f"{j + 1:05d}.jpg", quality=params["jpeg_quality"])
+            rows["validation" if val[i] else "train"].append(f"{vid};{names[label]}")
         (tmp / f"{PREFIX}-labels.csv").write_text("\n".join(names) + "\n")
         for split, lines in rows.items():
             (tmp / f"{PREFIX}-{split}.csv").write_text("\n".join(lines) + "\n")
@@ -250,6 +279,7 @@ def _reuse(out: Path, params: dict) -> Path:
     if not meta.is_file():
         raise ValueError(f"{out} exists and is not a proxy dataset; choose another output folder")
     old = json.loads(meta.read_text())
+    old.setdefault("jpeg_quality", JPEG_QUALITY)  # proxies before version 3 did not record it
     if {k: old.get(k) for k in params} != params:
         raise ValueError(f"{out} holds a proxy with other parameters ({meta}); choose another output folder")
     return out
@@ -261,11 +291,97 @@ def cache_dir(cache: str | None = None) -> Path:
 
 def ensure_proxy(kind: str, cfg, progress: bool = True) -> Path:
     """The proxy described by a DataConfig's proxy_* fields, generated on first use and cached
-    under `<proxy_cache>/<kind>-<hash of the parameters>`."""
+    under `<proxy_cache>/<kind>-<hash of params_of>` (every parameter that changes the files,
+    the generator version and the JPEG quality included)."""
     p = params_of(kind, cfg.proxy_videos, cfg.proxy_classes, cfg.proxy_frames, cfg.proxy_resolution,
-                  getattr(cfg, "proxy_seed", 0))
+                  getattr(cfg, "proxy_seed", 0), getattr(cfg, "proxy_jpeg_quality", None))
     key = hashlib.sha1(json.dumps(p, sort_keys=True).encode()).hexdigest()[:12]
     out = cache_dir(cfg.proxy_cache) / f"{kind}-{key}"
     if (out / "proxy.json").is_file():
         return out
-    return make_proxy(kind, out, p["videos"], p["classes"], p["frames"], p["resolution"], p["seed"], progress)
+    return make_proxy(kind, out, p["videos"], p["classes"], p["frames"], p["resolution"], p["seed"], progress,
+                      p["jpeg_quality"])
+
+
+# --- decoded once: a uint8 array per split, memory-mapped -------------------------------------
+# Why: at the proxy setting a clip's JPEG decoding (8 of 16 frames, every epoch) and DataLoader
+# worker processes competing with the model for 2 cores cost more than the augmentation itself.
+# The array holds exactly what the JPEG reader returns, so a run reads the same pixels and draws
+# the same crops either way (same results), only faster. STM_PROXY_ARRAYS=0 turns it off.
+
+ARRAY_FORMAT = 1  # bump when what the array holds changes: part of its key
+
+
+def array_key(root: Path, split: str, min_side: int) -> str:
+    """Everything that determines the decoded array: the proxy's parameters (its proxy.json,
+    which names every parameter that changes the JPEG files), the split, the reader's DCT
+    downscale target and the JPEG decoder's version."""
+    import PIL
+
+    meta = json.loads((Path(root) / "proxy.json").read_text())
+    meta.pop("classes_names", None)
+    k = {"proxy": meta, "split": split, "min_side": int(min_side), "pillow": PIL.__version__, "format": ARRAY_FORMAT}
+    return hashlib.sha1(json.dumps(k, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def decoded_array(root, split: str, samples, min_side: int) -> Path:
+    """`<root>/decoded/<split>-<key>.npy`: uint8 `(clips, F, H, W, 3)`, row i = samples[i] decoded
+    by the frame-folder reader at `min_side`. Written once (to a temporary file, then renamed, so
+    a killed run or two runs side by side never leave half an array under the final name)."""
+    from stm_lib.data.decode import FrameFolder
+
+    path = Path(root) / "decoded" / f"{split}-{array_key(root, split, min_side)}.npy"
+    if path.is_file():
+        return path
+    first = FrameFolder(samples[0].path, min_side)
+    shape = (len(samples), first.num_frames, *first.read([0]).shape[1:])
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        a = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        for i, s in enumerate(samples):
+            clip = FrameFolder(s.path, min_side)
+            a[i] = clip.read(np.arange(clip.num_frames))  # every proxy clip has F frames of one size
+        a.flush()
+        del a
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def decode_once(ds, root, split: str):
+    """The proxy split `ds` (a VideoDataset) read from its decoded array: the same clips and
+    augmentation, no JPEG decoding. Returns `ds` unchanged where the array cannot be used (flow
+    input, STM_PROXY_ARRAYS=0, a read-only cache)."""
+    if ds.flow_root is not None or os.environ.get("STM_PROXY_ARRAYS", "1") == "0":
+        return ds
+    try:
+        path = decoded_array(root, split, ds.samples, ds.scale_size)
+    except OSError:
+        return ds
+    return DecodedProxy(ds, path)
+
+
+class DecodedProxy(VideoDataset):
+    """A VideoDataset whose frames come from a memory-mapped uint8 array instead of JPEG files.
+    `in_memory` tells the loader that worker processes would only compete with the model."""
+
+    in_memory = True
+
+    def __init__(self, base, array_path: Path):
+        self.__dict__.update(base.__dict__)
+        self.array_path, self._array = Path(array_path), None
+        self.row = {s.id: i for i, s in enumerate(self.samples)}
+
+    def __getstate__(self):  # worker processes reopen the map instead of copying it
+        return {**self.__dict__, "_array": None}
+
+    def read(self, s, choose):
+        if self._array is None:
+            self._array = np.load(self.array_path, mmap_mode="r")
+        a = self._array[self.row[s.id]]
+        s.num_frames = len(a)
+        uniq = choose(len(a))
+        return np.asarray(a[uniq]), uniq

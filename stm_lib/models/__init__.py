@@ -26,7 +26,11 @@ def build_model(cfg: ModelConfig | None = None, verbose: bool = False,
     variant = resolve_variant(cfg.name, cfg.block)
     if cfg.num_classes < 1:
         raise ValueError("num_classes must be set (>= 1) before building the model")
-    if variant.flow_stack:
+    if variant.frame_diff:
+        from stm_lib.models.framediff import FrameDifferenceTSN
+
+        model = FrameDifferenceTSN(cfg.frames, cfg.num_classes, cfg.width_mult, cfg.dropout)
+    elif variant.flow_stack:
         model = SpatiotemporalResNet(variant.block_specs(), cfg.frames, cfg.num_classes, cfg.width_mult,
                                      cfg.dropout, flow_stack=variant.flow_stack)
     else:

@@ -27,6 +27,7 @@ class Variant:
     stages: tuple[int, ...] = (2, 3, 4, 5)
     about: str = ""
     flow_stack: int = 0                     # > 0: two-stream ST-ResNet, L flow fields per frame
+    frame_diff: bool = False                # the frame-difference reference (models/framediff.py)
 
     def block_specs(self) -> list[list[BlockSpec]]:
         if self.where != "all" and self.where not in ONLY:
@@ -48,6 +49,8 @@ VARIANTS: dict[str, Variant] = {
     **{f"stm-stage{s}": Variant(STM, where="first", stages=(s,),
                                 about=f"STM in the first block of stage {s} only (Table 7)")
        for s in (2, 3, 4, 5)},
+    "tsn-diff": Variant(PLAIN, frame_diff=True,
+                        about="reference, not the paper's: TSN on [frame, next-frame difference] pairs (proxy calibration)"),
     "stsm": Variant(BlockSpec(shift="stsm"), about="STSM spatio-temporal shift (open reading, see book)"),
     "sth": Variant(BlockSpec(conv2="sth"), about="STH hybrid conv, temporal share 1/4 (open reading, see book)"),
     "st-resnet-rgb": Variant(BlockSpec(conv1="temporal"), where="second",
