@@ -239,6 +239,8 @@ def test_mid_epoch_checkpoint_resume_is_exact(tmp_path, cache, monkeypatch, work
     workers): augmentation is seeded per (seed, epoch, clip)."""
     from stm_lib.engine import train
 
+    if workers:   # decoded proxy arrays are read in-process; the JPEG path is what workers run
+        monkeypatch.setenv("STM_PROXY_ARRAYS", "0")
     ref = resume_ref
     out = tmp_path / "cut"
 

@@ -152,16 +152,13 @@ def _bench(args) -> int:
 
 
 def _pipeline_bench(args) -> int:
-    from datetime import datetime, timezone
-
+    from stm_lib import provenance as P
     from stm_lib.data import pipeline_bench as pb
 
     if args.steps < 1 or args.repeats < 1:
         print("stm data pipeline-bench: --steps and --repeats must be at least 1", file=sys.stderr)
         return 2
-    from stm_lib.reproduce import git_state, provenance  # moving to stm_lib/provenance.py (another branch)
-
-    t0, start, git = time.time(), datetime.now(timezone.utc).isoformat(timespec="seconds"), git_state()
+    t0, start, git = time.time(), P.now(), P.git_state()
     cfg = pb.proxy_config(args.proxy_videos, args.proxy_classes, args.proxy_frames, args.proxy_resolution,
                           args.model, args.frames, args.width_mult, args.input_size, args.batch_size,
                           num_workers=args.num_workers, cache=args.proxy_cache)
@@ -183,8 +180,8 @@ def _pipeline_bench(args) -> int:
               f"bare repeats around it; {res['torch_threads']} torch threads)")
     if args.out:
         params = {k: v for k, v in vars(args).items() if k != "func"}
-        res["provenance"] = provenance(params, 0, start, time.time() - t0, None, Path("."), git)
-        from stm_lib.engine.checkpoint import atomic_write_json
+        res["provenance"] = P.record(parameters=params, seed=0, start=start, seconds=time.time() - t0, git=git)
+        from stm_lib.io import atomic_write_json
 
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(args.out), res)
