@@ -8,6 +8,7 @@ import json
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -70,8 +71,10 @@ def prepare(model: torch.nn.Module, dev: torch.device, train: bool = False, chan
             compile: bool = False) -> torch.nn.Module:
     """The model on the device in train/eval mode, NHWC weights if asked, compiled if asked."""
     model = model.train(train).to(dev)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if channels_last:    # 4-D weights only: `model.to(memory_format=...)` rejects CSTM's 5-D Conv3d weight
+        for p in model.parameters():
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
     return torch.compile(model) if compile else model
 
 
@@ -129,11 +132,34 @@ def summarize(times: list[float], batch_size: int) -> dict:
             "spread": (max(times) - min(times)) / med, "repeats": len(times)}
 
 
+def peak_memory(step, dev: torch.device) -> tuple[int | None, str]:
+    """Peak memory of one more call of `step`: CUDA `max_memory_allocated`; on Linux CPUs the
+    rise of the process's peak RSS over its RSS before the call (the peak is reset through
+    /proc/self/clear_refs); else None."""
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        step()
+        _sync(dev)
+        return torch.cuda.max_memory_allocated(dev), "cuda_max_memory_allocated"
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+
+        def kb(field):
+            line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field))
+            return int(line.split()[1]) * 1024
+        before = kb("VmRSS:")
+        step()
+        return max(0, kb("VmHWM:") - before), "cpu_rss_delta"
+    except (OSError, StopIteration, ValueError):
+        return None, "n/a"
+
+
 def compare_throughput(models: dict[str, torch.nn.Module], frames: int, input_size: int = 224,
                        batch_size: int = 16, device: str = "auto", warmup: int = 3, repeats: int = 10,
                        amp: str = "none", channels_last: bool = False, train: bool = False,
-                       compile: bool = False) -> dict[str, dict]:
-    """Videos/s of several models measured in turns in one run (see `time_interleaved`)."""
+                       compile: bool = False, memory: bool = False) -> dict[str, dict]:
+    """Videos/s of several models measured in turns in one run (see `time_interleaved`); with
+    `memory`, also the peak memory of one more call of each (see `peak_memory`)."""
     dev = resolve_device(device)
     steps = {}
     for name, m in models.items():
@@ -141,9 +167,13 @@ def compare_throughput(models: dict[str, torch.nn.Module], frames: int, input_si
         x = random_clips(m, batch_size, frames, input_size, dev, channels_last)
         steps[name] = make_step(m, x, train, amp, getattr(models[name], "num_classes", None))
     times = time_interleaved(steps, dev, warmup, repeats)
-    return {name: {**summarize(t, batch_size), "batch_size": batch_size, "warmup": warmup, "amp": amp,
-                   "channels_last": channels_last, "compile": compile, "train": train,
-                   "device": device_name(dev)} for name, t in times.items()}
+    res = {name: {**summarize(t, batch_size), "batch_size": batch_size, "warmup": warmup, "amp": amp,
+                  "channels_last": channels_last, "compile": compile, "train": train,
+                  "device": device_name(dev)} for name, t in times.items()}
+    if memory:
+        for name, step in steps.items():
+            res[name]["peak_memory_bytes"], res[name]["peak_memory_kind"] = peak_memory(step, dev)
+    return res
 
 
 def measure_throughput(model: torch.nn.Module, frames: int, input_size: int = 224, batch_size: int = 16,

@@ -32,6 +32,14 @@ def _use_fast(m: nn.Module) -> bool:
     return m.fast and not torch.jit.is_tracing()
 
 
+def set_fast(model: nn.Module, fast: bool = True) -> nn.Module:
+    """Switch every temporal module of `model` to its fast (True) or reference (False) forward."""
+    for m in model.modules():
+        if hasattr(m, "reference_forward"):
+            m.fast = fast
+    return model
+
+
 def _conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """A bias-free 1x1 conv. On a CPU NCHW tensor it runs as one batched matmul over the channel
     axis: oneDNN's 1x1 conv is up to 30x slower there for CMM's few-channel convs (C/16 = 4 in
