@@ -94,9 +94,11 @@ def run_bench(models: list[str] | None = None, frames=(8, 16), batch_size: int =
     Row fields: model, frames, mode ("inference" | "train": forward+backward+SGD step), precision
     ("fp32" | "bf16": autocast), channels_last, compile, batch_size, videos_per_s (median),
     videos_per_s_min / _max (slowest / fastest batch), spread ((max-min)/median batch time),
-    ratio_vs_tsn, peak_memory_bytes + peak_memory_kind, flops_per_clip (fvcore multiply-adds,
-    the paper's FLOPs), achieved_flops_per_s (2 * multiply-adds per second; a training step
-    counted as 3 forwards), mfu (achieved / matmul peak), error."""
+    ratio_vs_tsn, peak_memory_bytes + peak_memory_kind (what one more step needs beyond the
+    resident weights and inputs: CUDA max_memory_allocated delta, or CPU peak-RSS delta),
+    flops_per_clip (fvcore multiply-adds, the paper's FLOPs), achieved_flops_per_s (2 flops per
+    multiply-add, per second; a training step counted as 3 forwards), mfu (achieved / matmul
+    peak), error."""
     dev = resolve_device(device)
     models = list(dict.fromkeys(["tsn", *(models or list_models())]))
     for m in models:

@@ -133,14 +133,17 @@ def summarize(times: list[float], batch_size: int) -> dict:
 
 
 def peak_memory(step, dev: torch.device) -> tuple[int | None, str]:
-    """Peak memory of one more call of `step`: CUDA `max_memory_allocated`; on Linux CPUs the
-    rise of the process's peak RSS over its RSS before the call (the peak is reset through
-    /proc/self/clear_refs); else None."""
+    """Memory one more call of `step` needs beyond what is already held (weights, input, other
+    models timed beside it): on CUDA the rise of `max_memory_allocated` over `memory_allocated`
+    before the call; on Linux CPUs the rise of the process's peak RSS over its RSS before the call
+    (the peak is reset through /proc/self/clear_refs); else None."""
     if dev.type == "cuda":
+        _sync(dev)
         torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
         step()
         _sync(dev)
-        return torch.cuda.max_memory_allocated(dev), "cuda_max_memory_allocated"
+        return torch.cuda.max_memory_allocated(dev) - before, "cuda_max_memory_allocated_delta"
     try:
         Path("/proc/self/clear_refs").write_text("5")
 
