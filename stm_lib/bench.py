@@ -107,6 +107,7 @@ def run_bench(models: list[str] | None = None, frames=(8, 16), batch_size: int =
         raise ValueError(f"precisions must be fp32 or bf16, got {list(precisions)}")
     if any(m not in ("inference", "train") for m in modes):
         raise ValueError(f"modes must be inference or train, got {list(modes)}")
+    load_start = _load_average()
     peak_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     peak = matmul_peak(dev, peak_dtype)
     log(f"device: {device_name(dev)}; {peak['dtype']} matmul peak {peak['flops_per_s'] / 1e12:.2f} TFLOP/s")
@@ -149,11 +150,19 @@ def run_bench(models: list[str] | None = None, frames=(8, 16), batch_size: int =
         _free(dev)
     return {"schema": SCHEMA, "device": device_name(dev), "device_type": dev.type, "threads": torch.get_num_threads(),
             "matmul_peak": peak, "note": note,
+            "load_average_1_5_15min": {"start": load_start, "end": _load_average()},   # other jobs on the CPU
             "settings": {"models": models, "frames": list(frames), "batch_size": batch_size, "input_size": input_size,
                          "modes": list(modes), "precisions": list(precisions), "channels_last": list(channels_last),
                          "compile": list(compile), "warmup": warmup, "repeats": repeats, "width_mult": width_mult,
                          "num_classes": num_classes},
             "rows": rows}
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _label(s: dict) -> str:
