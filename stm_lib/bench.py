@@ -4,7 +4,7 @@ and bf16, with channels_last off/on and `torch.compile` off/on. Within one setti
 take turns batch by batch (`profile.time_interleaved`), so the ratio to TSN is measured under the
 same conditions. Reports videos/s (median of repeats, with the slowest and fastest batch), the
 ratio to TSN, peak memory, and the achieved FLOP rate against a bf16 (GPU) / fp32 (CPU) matmul
-peak measured in the same run.
+peak measured in the same run (GPU only).
 
 Results: `runs/bench/<device>/results.json` (schema "stm-bench/1", see `run_bench`), written
 atomically with provenance.
@@ -97,8 +97,8 @@ def run_bench(models: list[str] | None = None, frames=(8, 16), batch_size: int =
     ratio_vs_tsn, peak_memory_bytes + peak_memory_kind (what one more step needs beyond the
     resident weights and inputs: CUDA max_memory_allocated delta, or CPU peak-RSS delta),
     flops_per_clip (fvcore multiply-adds, the paper's FLOPs), achieved_flops_per_s (2 flops per
-    multiply-add, per second; a training step counted as 3 forwards), mfu (achieved / matmul
-    peak), error."""
+    multiply-add, per second; a training step counted as 3 forwards), mfu (achieved / bf16 matmul
+    peak; None on CPU), times_s (every timed batch, in round order), error."""
     dev = resolve_device(device)
     models = list(dict.fromkeys(["tsn", *(models or list_models())]))
     for m in models:
@@ -108,9 +108,9 @@ def run_bench(models: list[str] | None = None, frames=(8, 16), batch_size: int =
     if any(m not in ("inference", "train") for m in modes):
         raise ValueError(f"modes must be inference or train, got {list(modes)}")
     load_start = _load_average()
-    peak_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    peak = matmul_peak(dev, peak_dtype)
-    log(f"device: {device_name(dev)}; {peak['dtype']} matmul peak {peak['flops_per_s'] / 1e12:.2f} TFLOP/s")
+    peak = matmul_peak(dev, torch.bfloat16) if dev.type == "cuda" else None   # MFU's denominator (GPU only:
+    # on a shared CPU a matmul timed between other jobs gives no stable peak)
+    log(f"device: {device_name(dev)}" + (f"; bf16 matmul peak {peak['flops_per_s'] / 1e12:.1f} TFLOP/s" if peak else ""))
     flops = {}
     rows = []
     for s in settings_grid(frames, modes, precisions, channels_last, compile):
@@ -137,15 +137,15 @@ def run_bench(models: list[str] | None = None, frames=(8, 16), batch_size: int =
             achieved = 2 * flops[(name, t)] * (3 if train else 1) * sp["videos_per_s"]
             rows.append({**base, "model": name,
                          **{k: sp[k] for k in ("videos_per_s", "videos_per_s_min", "videos_per_s_max",
-                                               "batch_time_s", "spread", "repeats")},
+                                               "batch_time_s", "spread", "repeats", "times_s")},
                          "warmup": warmup,
                          "ratio_vs_tsn": sp["videos_per_s"] / speeds["tsn"]["videos_per_s"],
                          "peak_memory_bytes": mem, "peak_memory_kind": kind,
                          "flops_per_clip": flops[(name, t)], "achieved_flops_per_s": achieved,
-                         "mfu": achieved / peak["flops_per_s"], "error": None})
+                         "mfu": achieved / peak["flops_per_s"] if peak else None, "error": None})
             log(f"  {_label(s)} {name:14s} {sp['videos_per_s']:9.2f} videos/s "
                 f"[{sp['videos_per_s_min']:.2f}-{sp['videos_per_s_max']:.2f}]  x{rows[-1]['ratio_vs_tsn']:.3f} tsn  "
-                f"mem {_fmt_bytes(mem)}  MFU {rows[-1]['mfu']:.1%}")
+                f"mem {_fmt_bytes(mem)}" + (f"  MFU {rows[-1]['mfu']:.1%}" if peak else ""))
         del built
         _free(dev)
     return {"schema": SCHEMA, "device": device_name(dev), "device_type": dev.type, "threads": torch.get_num_threads(),

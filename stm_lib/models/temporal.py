@@ -40,6 +40,16 @@ def set_fast(model: nn.Module, fast: bool = True) -> nn.Module:
     return model
 
 
+def _taps(k: int, t: int):
+    """For each off-centre tap i of a temporal kernel of size k over t frames: (i, dst, src) time
+    slices such that out[dst] gets tap i of in[src], i.e. frame t reads frame t + i - k//2; the
+    slices' ends are the zero padding. Taps reaching past every frame are skipped."""
+    for i in range(k):
+        d = i - k // 2
+        if d and abs(d) < t:
+            yield (i, slice(-d, None), slice(None, d)) if d < 0 else (i, slice(None, -d), slice(d, None))
+
+
 def _conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """A bias-free 1x1 conv. On a CPU NCHW tensor it runs as one batched matmul over the channel
     axis: oneDNN's 1x1 conv is up to 30x slower there for CMM's few-channel convs (C/16 = 4 in
@@ -183,11 +193,8 @@ class CSTM(nn.Module):
             wt = self.conv.weight.to(x.dtype).view(-1, k, 1, 1)     # C, k, 1, 1: broadcasts over (C, H, W);
             # the cast keeps bf16 activations bf16 under autocast (the Conv3d would be cast too)
             out = x5 * wt[:, mid]                                  # elementwise: keeps the input's strides
-            for i in range(k):
-                d = i - mid                                        # tap i reads frame t + d
-                if d and abs(d) < t:
-                    dst, src = (slice(-d, None), slice(None, d)) if d < 0 else (slice(None, -d), slice(d, None))
-                    out[:, dst].addcmul_(x5[:, src], wt[:, i])
+            for i, dst, src in _taps(k, t):
+                out[:, dst].addcmul_(x5[:, src], wt[:, i])
             return out.reshape(x.shape)
         c = x.shape[1]
         w2 = self.conv.weight.permute(2, 0, 1, 3, 4).reshape(k * c, c, 1, 1)   # taps stacked on out
@@ -195,11 +202,8 @@ class CSTM(nn.Module):
         out = torch.empty_like(x)
         o5 = _split_time(out, self.frames)
         o5.copy_(y5[:, :, mid])
-        for i in range(k):
-            d = i - mid
-            if d and abs(d) < t:
-                dst, src = (slice(-d, None), slice(None, d)) if d < 0 else (slice(None, -d), slice(d, None))
-                o5[:, dst] += y5[:, src, i]
+        for i, dst, src in _taps(k, t):
+            o5[:, dst] += y5[:, src, i]
         return out
 
 
