@@ -9,6 +9,7 @@ import sys
 # Modules that add sub-commands, in the order `stm --help` lists them.
 COMMAND_MODULES = [
     "stm_lib.profile",
+    "stm_lib.bench",
     "stm_lib.engine.cli",
     "stm_lib.reproduce",
     "stm_lib.data.cli",

@@ -8,6 +8,7 @@ import json
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -52,30 +53,139 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.no_grad()
+AMP = {"none": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def random_clips(model: torch.nn.Module, batch_size: int, frames: int, input_size: int, dev: torch.device,
+                 channels_last: bool = False) -> torch.Tensor:
+    """`(N, T, C_in, S, S)` random input on the device; with `channels_last` its frames are stored
+    NHWC, so the `(N*T, C, S, S)` view the backbone sees is channels_last too."""
+    c = getattr(model, "in_channels", 3)
+    x = torch.randn(batch_size * frames, c, input_size, input_size, device=dev)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.view(batch_size, frames, c, input_size, input_size)
+
+
+def prepare(model: torch.nn.Module, dev: torch.device, train: bool = False, channels_last: bool = False,
+            compile: bool = False) -> torch.nn.Module:
+    """The model on the device in train/eval mode, NHWC weights if asked, compiled if asked."""
+    model = model.train(train).to(dev)
+    if channels_last:    # 4-D weights only: `model.to(memory_format=...)` rejects CSTM's 5-D Conv3d weight
+        for p in model.parameters():
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
+    return torch.compile(model) if compile else model
+
+
+def make_step(model: torch.nn.Module, x: torch.Tensor, train: bool = False, amp: str = "none",
+              num_classes: int | None = None):
+    """One timed unit as a closure: a forward without grad (inference), or a full training step
+    (zero grad, forward, cross-entropy, backward, SGD-with-momentum update, as in section 4.2).
+    bf16 needs no loss scaling; fp16 training is not offered (it would need a GradScaler)."""
+    dtype = AMP[amp]
+    dev = x.device
+    if not train:
+        def step():
+            with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+                model(x)
+        return step
+    if amp == "fp16":
+        raise ValueError("fp16 training steps are not benchmarked (use bf16, which needs no loss scaling)")
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+    y = torch.randint(0, num_classes or 2, (x.shape[0],), device=dev)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def time_interleaved(steps: dict, dev: torch.device, warmup: int = 3, repeats: int = 10) -> dict[str, list[float]]:
+    """Seconds per call of each step, the steps taking turns (the order rotating every round) so
+    that a machine whose load drifts (shared CPU, GPU clocks) slows all of them alike and their
+    ratio stays fair. `warmup` untimed calls of each come first."""
+    names = list(steps)
+    for name in names:
+        for _ in range(warmup):
+            steps[name]()
+    _sync(dev)
+    times = {n: [] for n in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            _sync(dev)
+            t0 = time.perf_counter()
+            steps[name]()
+            _sync(dev)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def summarize(times: list[float], batch_size: int) -> dict:
+    """Median videos/s and the spread of the repeats (slowest and fastest batch)."""
+    med = statistics.median(times)
+    return {"videos_per_s": batch_size / med, "videos_per_s_min": batch_size / max(times),
+            "videos_per_s_max": batch_size / min(times), "batch_time_s": med,
+            "spread": (max(times) - min(times)) / med, "repeats": len(times), "times_s": list(times)}
+
+
+def peak_memory(step, dev: torch.device) -> tuple[int | None, str]:
+    """Memory one more call of `step` needs beyond what is already held (weights, input, other
+    models timed beside it): on CUDA the rise of `max_memory_allocated` over `memory_allocated`
+    before the call; on Linux CPUs the rise of the process's peak RSS over its RSS before the call
+    (the peak is reset through /proc/self/clear_refs); else None."""
+    if dev.type == "cuda":
+        _sync(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
+        step()
+        _sync(dev)
+        return torch.cuda.max_memory_allocated(dev) - before, "cuda_max_memory_allocated_delta"
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+
+        def kb(field):
+            line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field))
+            return int(line.split()[1]) * 1024
+        before = kb("VmRSS:")
+        step()
+        return max(0, kb("VmHWM:") - before), "cpu_rss_delta"
+    except (OSError, StopIteration, ValueError):
+        return None, "n/a"
+
+
+def compare_throughput(models: dict[str, torch.nn.Module], frames: int, input_size: int = 224,
+                       batch_size: int = 16, device: str = "auto", warmup: int = 3, repeats: int = 10,
+                       amp: str = "none", channels_last: bool = False, train: bool = False,
+                       compile: bool = False, memory: bool = False) -> dict[str, dict]:
+    """Videos/s of several models measured in turns in one run (see `time_interleaved`); with
+    `memory`, also the peak memory of one more call of each (see `peak_memory`)."""
+    dev = resolve_device(device)
+    steps = {}
+    for name, m in models.items():
+        m = prepare(m, dev, train, channels_last, compile)
+        x = random_clips(m, batch_size, frames, input_size, dev, channels_last)
+        steps[name] = make_step(m, x, train, amp, getattr(models[name], "num_classes", None))
+    times = time_interleaved(steps, dev, warmup, repeats)
+    res = {name: {**summarize(t, batch_size), "batch_size": batch_size, "warmup": warmup, "amp": amp,
+                  "channels_last": channels_last, "compile": compile, "train": train,
+                  "device": device_name(dev)} for name, t in times.items()}
+    if memory:
+        for name, step in steps.items():
+            res[name]["peak_memory_bytes"], res[name]["peak_memory_kind"] = peak_memory(step, dev)
+    return res
+
+
 def measure_throughput(model: torch.nn.Module, frames: int, input_size: int = 224, batch_size: int = 16,
                        device: str = "auto", warmup: int = 3, repeats: int = 10,
                        amp: str = "none", channels_last: bool = False) -> dict:
     """Videos/s of the forward pass on random input already on the device: the median of
     `repeats` timed batches after `warmup` untimed ones."""
-    dev = resolve_device(device)
-    model = model.eval().to(dev)
-    x = torch.randn(batch_size, frames, getattr(model, "in_channels", 3), input_size, input_size, device=dev)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    times = []
-    for i in range(warmup + repeats):
-        _sync(dev)
-        t0 = time.perf_counter()
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            model(x)
-        _sync(dev)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    return {"videos_per_s": batch_size / med, "batch_time_s": med, "batch_size": batch_size,
-            "repeats": repeats, "warmup": warmup, "device": device_name(dev), "amp": amp}
+    return compare_throughput({"m": model}, frames, input_size, batch_size, device, warmup, repeats,
+                              amp, channels_last)["m"]
 
 
 def device_name(dev: torch.device) -> str:
@@ -101,18 +211,21 @@ def _cmd_profile(args) -> int:
     print(f"  params  {res['params'] / 1e6:.2f}M ({res['params']:,})")
     print(f"  FLOPs   {res['flops'] / 1e9:.2f}G ({res['flops']:,}; fvcore, 1 multiply-add = 1 flop)")
     if args.throughput:
-        speeds = {}
-        for name in dict.fromkeys([args.model, "tsn"]):     # the baseline in the same run
-            m = build_model(ModelConfig(name=name, frames=args.frames, num_classes=args.num_classes,
-                                        width_mult=args.width_mult))
-            speeds[name] = measure_throughput(m, args.frames, args.input_size, args.batch_size, args.device,
-                                              args.warmup, args.repeats, args.amp, args.channels_last)
-            print(f"  speed   {name}: {speeds[name]['videos_per_s']:.1f} videos/s "
-                  f"(batch {args.batch_size}, median of {args.repeats}, {speeds[name]['device']})")
+        names = list(dict.fromkeys([args.model, "tsn"]))     # the baseline in the same run, in turns
+        models = {n: build_model(ModelConfig(name=n, frames=args.frames, num_classes=args.num_classes,
+                                             width_mult=args.width_mult)) for n in names}
+        speeds = compare_throughput(models, args.frames, args.input_size, args.batch_size, args.device,
+                                    args.warmup, args.repeats, args.amp, args.channels_last)
+        for name, sp in speeds.items():
+            print(f"  speed   {name}: {sp['videos_per_s']:.2f} videos/s (batch {args.batch_size}, median of "
+                  f"{args.repeats}, range {sp['videos_per_s_min']:.2f}-{sp['videos_per_s_max']:.2f}, {sp['device']})")
         ratio = speeds[args.model]["videos_per_s"] / speeds["tsn"]["videos_per_s"]
-        print(f"  ratio   {args.model} / tsn = {ratio:.3f}")
+        # the same ratio round by round (each round times both back to back): robust to load drifts
+        paired = statistics.median(a / b for a, b in zip(speeds["tsn"]["times_s"], speeds[args.model]["times_s"]))
+        print(f"  ratio   {args.model} / tsn = {ratio:.3f} (measured in turns in this run; "
+              f"median of per-round ratios {paired:.3f})")
         res.update(videos_per_s=speeds[args.model]["videos_per_s"], tsn_videos_per_s=speeds["tsn"]["videos_per_s"],
-                   speed_ratio_vs_tsn=ratio, throughput=speeds)
+                   speed_ratio_vs_tsn=ratio, speed_ratio_vs_tsn_paired=paired, throughput=speeds)
     if args.json:
         print(json.dumps(res))
     return 0

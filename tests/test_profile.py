@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from stm_lib.cli import main
 from stm_lib.profile import profile_model
@@ -63,9 +64,101 @@ def test_cli_throughput_measures_baseline(capsys):
     d = json.loads(out.strip().splitlines()[-1])
     assert d["videos_per_s"] > 0 and d["tsn_videos_per_s"] > 0
     assert d["speed_ratio_vs_tsn"] == pytest.approx(d["videos_per_s"] / d["tsn_videos_per_s"])
+    t = d["throughput"]
+    paired = sorted(a / b for a, b in zip(t["tsn"]["times_s"], t["stm"]["times_s"]))
+    assert d["speed_ratio_vs_tsn_paired"] == pytest.approx((paired[0] + paired[1]) / 2)   # median of 2
     assert "stm / tsn" in out
 
 
 def test_cli_unknown_model(capsys):
     assert main(["profile", "resnet9000"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+# ---- timing machinery and `stm bench` ----------------------------------------------------------
+
+def test_time_interleaved_takes_turns():
+    from stm_lib.profile import time_interleaved
+
+    calls = []
+    steps = {n: (lambda n=n: calls.append(n)) for n in "abc"}
+    times = time_interleaved(steps, torch.device("cpu"), warmup=1, repeats=3)
+    assert calls[:3] == ["a", "b", "c"]                      # warm-up of each
+    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]   # the order rotates every round
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_summarize_by_hand():
+    from stm_lib.profile import summarize
+
+    s = summarize([0.5, 1.0, 2.0], batch_size=4)
+    assert s["videos_per_s"] == 4.0 and s["videos_per_s_min"] == 2.0 and s["videos_per_s_max"] == 8.0
+    assert s["spread"] == 1.5 and s["repeats"] == 3
+
+
+def test_channels_last_prepare_keeps_outputs():
+    from stm_lib.models import build_model
+    from stm_lib.profile import prepare, random_clips
+
+    torch.manual_seed(0)
+    m = build_model(name="stm", frames=4, num_classes=3, width_mult=0.25).eval()
+    x = random_clips(m, 2, 4, 32, torch.device("cpu"))
+    with torch.no_grad():
+        ref = m(x)
+        cl = prepare(m, torch.device("cpu"), channels_last=True)   # CSTM's 5-D weight is left alone
+        assert cl.layer1[0].conv2.weight.is_contiguous(memory_format=torch.channels_last)
+        out = cl(x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view_as(x))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_workers_needed_by_hand():
+    from stm_lib.data.bench import per_worker_rate, workers_needed
+
+    assert workers_needed(100, 50, headroom=1.0) == 2
+    assert workers_needed(100, 40, headroom=1.25) == 4          # 125 / 40 = 3.1 -> 4
+    with pytest.raises(ValueError, match="rates must be > 0"):
+        workers_needed(100, 0)
+    rows = [{"format": "jpeg", "reader": "pil", "workers": 0, "clips_per_s": 30.0},
+            {"format": "jpeg", "reader": "pil", "workers": 2, "clips_per_s": 50.0},
+            {"format": "mp4", "reader": "decord", "workers": 2, "clips_per_s": 40.0},
+            {"format": "mp4", "reader": "decord", "workers": 4, "clips_per_s": 60.0}]
+    assert per_worker_rate(rows) == {("jpeg", "pil"): 30.0, ("mp4", "decord"): 20.0}
+
+
+def test_bench_cli_writes_results(tmp_path, capsys):
+    out = tmp_path / "bench" / "results.json"
+    rc = main(["bench", "--models", "stm", "stm@reference", "--frames", "4", "--batch-size", "2", "--input-size", "32",
+               "--width-mult", "0.25", "--modes", "inference", "train", "--precision", "fp32",
+               "--channels-last", "off", "on", "--compile", "off", "--warmup", "1", "--repeats", "2",
+               "--device", "cpu", "--note", "unit test", "--out", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "stm-bench/1" and doc["note"] == "unit test" and doc["device_type"] == "cpu"
+    assert doc["matmul_peak"] is None                          # MFU only against a GPU's measured peak
+    assert doc["provenance"]["git"]["commit"] is not None and doc["provenance"]["command"]
+    rows = doc["rows"]
+    assert len(rows) == 3 * 2 * 2                              # tsn added; 2 modes x 2 layouts
+    assert all(r["error"] is None and r["videos_per_s"] > 0 for r in rows)
+    for r in rows:
+        assert r["videos_per_s_min"] <= r["videos_per_s"] <= r["videos_per_s_max"]
+        same = [q for q in rows if (q["mode"], q["channels_last"]) == (r["mode"], r["channels_last"])]
+        tsn = next(q for q in same if q["model"] == "tsn")
+        assert r["ratio_vs_tsn"] == pytest.approx(r["videos_per_s"] / tsn["videos_per_s"])
+        assert r["mfu"] is None and r["achieved_flops_per_s"] > 0 and len(r["times_s"]) == 2
+    stm = {r["model"]: r["flops_per_clip"] for r in rows}
+    assert stm["stm"] == stm["stm@reference"] > stm["tsn"]     # same arithmetic, fast or not
+    assert not list(out.parent.glob(".*tmp*"))                  # written atomically
+
+
+def test_bench_cli_bad_model(capsys):
+    assert main(["bench", "--models", "resnet9000", "--device", "cpu"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_matmul_peak_counts_two_flops_per_multiply_add(monkeypatch):
+    from stm_lib import bench
+
+    ticks = iter(range(100))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(ticks)))   # every product takes 1 s
+    peak = bench.matmul_peak(torch.device("cpu"), torch.float32, n=8, repeats=2)
+    assert peak == {"dtype": "float32", "n": 8, "flops_per_s": 2 * 8 ** 3}

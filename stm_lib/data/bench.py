@@ -6,6 +6,7 @@ JPEG frame folders, H.264 mp4 and VP9 webm, so the formats are compared on ident
 """
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -85,9 +86,34 @@ def provenance(argv: list[str], wall_s: float) -> dict:
     return record(" ".join(["stm", *argv]) if argv else "stm data bench", seconds=wall_s)
 
 
+def workers_needed(train_clips_per_s: float, clips_per_s_per_worker: float, headroom: float = 1.25) -> int:
+    """DataLoader workers that keep a trainer consuming `train_clips_per_s` fed, if each worker
+    (one process, one core) decodes `clips_per_s_per_worker`; `headroom` covers slow clips and
+    the collate/transfer the per-worker rate does not see. Assumes a core per worker."""
+    if train_clips_per_s <= 0 or clips_per_s_per_worker <= 0:
+        raise ValueError(f"rates must be > 0, got train {train_clips_per_s} and per worker {clips_per_s_per_worker}")
+    return math.ceil(train_clips_per_s * headroom / clips_per_s_per_worker)
+
+
+def per_worker_rate(rows: list[dict]) -> dict[tuple[str, str], float]:
+    """Clips/s one worker decodes, per (format, reader): the single-process rate (workers=0:
+    decoding in the main process, one core), which does not depend on how many cores this
+    machine has free; with only worker runs, the best rate / workers."""
+    single = {(r["format"], r["reader"]): r["clips_per_s"] for r in rows if r["workers"] == 0}
+    multi: dict[tuple[str, str], float] = {}
+    for r in rows:
+        if r["workers"]:
+            key = (r["format"], r["reader"])
+            multi[key] = max(multi.get(key, 0.0), r["clips_per_s"] / r["workers"])
+    return {**multi, **single}
+
+
 def run_bench(frames: int = 8, input_size: int = 224, workers=(0, 2), clips: int = 8, clip_frames: int = 48,
-              repeats: int = 3, paths: dict[str, list[Path]] | None = None, log=print) -> dict:
-    """Clips/s for each stored format and decoder, for each worker count."""
+              repeats: int = 3, paths: dict[str, list[Path]] | None = None, train_rate: float | None = None,
+              log=print) -> dict:
+    """Clips/s for each stored format and decoder, for each worker count; with `train_rate`
+    (clips/s a trainer consumes, e.g. `stm bench`'s training videos/s on a GPU), the workers each
+    format needs to keep up (`workers_needed`)."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="stm-bench-") as tmp:
         if paths is None:
@@ -103,6 +129,14 @@ def run_bench(frames: int = 8, input_size: int = 224, workers=(0, 2), clips: int
                 cps = clips_per_second(paths[fmt], frames, input_size, w, backend, repeats)
                 rows.append({"format": fmt, "reader": reader, "workers": w, "clips_per_s": round(cps, 1)})
                 log(f"  {fmt:5s} {reader:13s} workers={w}: {cps:7.1f} clips/s")
+    needs = []
+    for (fmt, reader), rate in per_worker_rate(rows).items():
+        need = {"format": fmt, "reader": reader, "clips_per_s_per_worker": round(rate, 1)}
+        if train_rate:
+            need |= {"train_clips_per_s": train_rate, "workers_needed": workers_needed(train_rate, rate)}
+            log(f"  {fmt:5s} {reader:13s} {rate:6.1f} clips/s per worker -> {need['workers_needed']} workers "
+                f"for {train_rate:g} clips/s")
+        needs.append(need)
     return {"frames": frames, "input_size": input_size, "fixture": {"clips": clips, "frames": clip_frames,
             "size": "320x240", "jpeg_quality": 90, "mp4": "H.264", "webm": "VP9"},
-            "results": rows, "elapsed_s": round(time.perf_counter() - t0, 1)}
+            "results": rows, "per_worker": needs, "elapsed_s": round(time.perf_counter() - t0, 1)}

@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     b.add_argument("--clips", type=int, default=8, help="fixture clips per format")
     b.add_argument("--clip-frames", type=int, default=48, help="frames per fixture clip")
     b.add_argument("--repeats", type=int, default=3, help="passes over the fixture clips per measurement")
+    b.add_argument("--train-rate", type=float, help="clips/s the trainer consumes (e.g. from `stm bench`): "
+                   "report the workers each format needs to keep up")
     b.add_argument("--out", help="write results with provenance to this JSON file")
     b.set_defaults(func=_bench)
 
@@ -142,7 +144,8 @@ def _bench(args) -> int:
 
     t0 = time.perf_counter()
     print(f"stm data bench: T={args.frames}, {args.input_size}x{args.input_size}, train transforms, batch 4")
-    res = run_bench(args.frames, args.input_size, tuple(args.workers), args.clips, args.clip_frames, args.repeats)
+    res = run_bench(args.frames, args.input_size, tuple(args.workers), args.clips, args.clip_frames, args.repeats,
+                    train_rate=args.train_rate)
     if args.out:
         res["provenance"] = provenance(sys.argv[1:], time.perf_counter() - t0)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
