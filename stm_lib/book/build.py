@@ -13,6 +13,7 @@ Nothing tracked is rewritten: a book build leaves `git status` clean.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -100,6 +101,15 @@ def stage(runs: Path, src: Path, results, chosen: dict[str, str]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    benches = []   # `stm bench` results, one per device, shown on the speed table's page
+    for res in sorted(runs.glob("bench/*/results.json")):
+        dest = pages / "files" / "bench" / res.parent.name
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(res, dest / "results.json")
+        try:
+            benches.append((json.loads(res.read_text()), f"files/bench/{res.parent.name}/results.json"))
+        except ValueError as e:
+            raise BookError(f"{res}: not valid JSON ({e})") from None
     for t, profile in chosen.items():
         result, run = results[t][profile]
         name = page_name(t)
@@ -112,7 +122,7 @@ def stage(runs: Path, src: Path, results, chosen: dict[str, str]) -> Path:
             figs.append(f"figures/{path.name}")
         others = sorted(p for p in results[t] if p != profile)
         text = report.page(result, TABLES[t], figures=figs, files=files, other_profiles=others,
-                           runs_path=f"runs/{name}/{profile}")
+                           runs_path=f"runs/{name}/{profile}", benches=benches)
         (pages / f"{name}.md").write_text(text)
     (src / "book" / "status.md").write_text(
         report.status_page({t: {p: r for p, (r, _) in profs.items()} for t, profs in results.items()}, chosen))
@@ -153,7 +163,11 @@ def build(runs: str | Path = "runs", out: str | Path = ".", allow_missing: bool 
               f"`make reproduce TABLE={missing[0].removeprefix('table')} PROFILE=smoke` (or pass --allow-missing)",
               file=sys.stderr)
         return 2
-    src = stage(runs, out / "_build" / "src", results, chosen)
+    try:
+        src = stage(runs.resolve(), out / "_build" / "src", results, chosen)
+    except BookError as e:
+        print(f"stm book: error: {e}", file=sys.stderr)
+        return 2
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb if jb.exists() else "jupyter-book"), "build", str(src), "--path-output", str(out), "-W", "-n",
            "--keep-going", "--builder", builder]

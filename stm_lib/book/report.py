@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from stm_lib.book import stats
+from stm_lib.book.paper import paper_rows
 from stm_lib.book.result import Result, Row
 from stm_lib.book.tables import PROFILES, Table
 
@@ -36,7 +37,8 @@ DATASETS = {
     "hmdb51": dict(name="HMDB-51", train=3_570, val=1_530, epochs=25,
                    layout="`<class>/<name>.avi` and `<class>_test_split{1,2,3}.txt`"),
 }
-PAPER_SPEED = {8: 62.0, 16: 32.0}   # STM's videos/s on a GTX 1080 Ti (paper Table 9): the GPU-hour yardstick
+# STM's videos/s on a GTX 1080 Ti (paper Table 9, paper.py): the GPU-hour yardstick
+PAPER_SPEED = {r["frames"]: r["paper_videos_per_s"] for r in paper_rows("9") if r["model"] == "stm"}
 TRAIN_COST = 3                      # a training step costs about 3 forward passes (forward + backward)
 IMAGENET_FILE = "resnet50-0676ba61.pth"   # torchvision's IMAGENET1K_V1 ResNet-50, the weights TSN/TSM/STM used
 
@@ -418,9 +420,43 @@ def real_number_box(table: Table) -> str:
             f". This table trains {trainable} of its rows; a current GPU is several times faster.\n:::")
 
 
+def bench_section(benches: list[tuple[dict, str]]) -> str:
+    """`stm bench` results (runs/bench/<device>/results.json, with their link) beside the paper's
+    GTX 1080 Ti figures: videos/s and the ratio to TSN measured in the same run, per device."""
+    p8 = {r["model"]: r["paper_videos_per_s"] for r in paper_rows("9") if r["frames"] == 8 and r["model"]}
+    paper = (f"the paper (GTX 1080 Ti, batch 16, 8 frames): TSM {p8['tsm']} and STM {p8['stm']} videos/s, "
+             f"STM/TSM {p8['stm'] / p8['tsm']:.2f}")
+    out = ["## Speed benchmark (`stm bench`)",
+           f"Measured by `stm bench`, every model timed in turns in one process, ratios to TSN from the same run; "
+           f"{paper}."]
+    if not any(b.get("device_type") == "cuda" for b, _ in benches):
+        out.append("GPU rows (bf16, channels_last, `torch.compile`, training steps, MFU): **not measured**: no GPU "
+                   "was available to the runs committed here.")
+    for b, link in benches:
+        cols = ["model", "frames", "mode", "precision", "channels_last", "compile", "batch", "videos/s (min-max)",
+                "/ TSN", "peak memory", "MFU"]
+        lines = [f"**{b.get('device', '?')}** ({{download}}`results.json <{link}>`). {b.get('note', '')}", "",
+                 "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in b.get("rows", []):
+            if r.get("error"):
+                lines.append(f"| {r['model']} | {r['frames']} | {r['mode']} | {r['precision']} | "
+                             f"{r['channels_last']} | {r['compile']} | {r['batch_size']} | error: {r['error']} | | | |")
+                continue
+            mem = r.get("peak_memory_bytes")
+            lines.append(
+                f"| {r['model']} | {r['frames']} | {r['mode']} | {r['precision']} | {'yes' if r['channels_last'] else 'no'}"
+                f" | {'yes' if r['compile'] else 'no'} | {r['batch_size']} | {r['videos_per_s']:.3g} "
+                f"({r['videos_per_s_min']:.3g}-{r['videos_per_s_max']:.3g}) | {r['ratio_vs_tsn']:.2f} | "
+                + (f"{mem / 2**20:.0f} MiB" if mem else "—") + " | "
+                + (f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "—") + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
 def page(result: Result, table: Table, figures: list[str] = (), files: dict[str, str] | None = None,
-         other_profiles: list[str] = (), runs_path: str = "runs") -> str:
-    """The whole book page of one table, as MyST Markdown."""
+         other_profiles: list[str] = (), runs_path: str = "runs", benches: list[tuple[dict, str]] = ()) -> str:
+    """The whole book page of one table, as MyST Markdown. `benches`: `stm bench` results and
+    their links (the speed table's page)."""
     parts = [intro_markdown(table)]
     label = {"proxy": "proxy", "smoke": "smoke", "full": "full"}.get(result.profile, result.profile)
     if result.profile != "full":
@@ -436,6 +472,8 @@ def page(result: Result, table: Table, figures: list[str] = (), files: dict[str,
     if stored and not figures:
         parts.append("## Figures")
         parts += [f"![{Path(p).stem}]({(files or {})[p]})" for p in stored]
+    if table.speed and benches:
+        parts.append(bench_section(list(benches)))
     parts += ["## What the numbers say", commentary(result, table)]
     if other_profiles:
         parts.append(f"Other runs of this table in `runs/`: {', '.join(other_profiles)} (the book shows "
