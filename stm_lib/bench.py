@@ -12,7 +12,6 @@ atomically with provenance.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import re
 import time
@@ -23,23 +22,11 @@ import torch
 from stm_lib.config import ModelConfig
 from stm_lib.models import build_model, get_variant, list_models
 from stm_lib.models.temporal import set_fast
-from stm_lib.profile import _sync, compare_throughput, count_flops, device_name, resolve_device
+from stm_lib.engine.distributed import resolve_device
+from stm_lib.io import atomic_write_json
+from stm_lib.profile import _sync, compare_throughput, count_flops, device_name
 
 SCHEMA = "stm-bench/1"
-
-
-def _provenance(params: dict, start: str, seconds: float, git: dict) -> dict:
-    """The project's provenance record (git state, command, hardware, versions, wall time).
-    One import to re-point when it moves to `stm_lib.provenance`."""
-    from stm_lib.reproduce import provenance
-
-    return provenance(params, 0, start, seconds, None, Path("runs"), git)
-
-
-def _git_state() -> dict:
-    from stm_lib.reproduce import git_state
-
-    return git_state()
 
 
 def device_slug(dev: torch.device) -> str:
@@ -179,29 +166,23 @@ def _free(dev: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def write_json_atomic(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def _onoff(values: list[str]) -> list[bool]:
     return [v == "on" for v in dict.fromkeys(values)]
 
 
 def _cmd_bench(args) -> int:
-    from stm_lib.reproduce import _now
+    from stm_lib import provenance as P
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    start, t0, git = _now(), time.time(), _git_state()
+    start, t0, git = P.now(), time.time(), P.git_state()
     doc = run_bench(args.models, args.frames, args.batch_size, args.input_size, args.modes, args.precision,
                     _onoff(args.channels_last), _onoff(args.compile), args.warmup, args.repeats, args.device,
                     args.width_mult, args.num_classes, args.note)
-    doc["provenance"] = _provenance(vars(args) | {"func": None}, start, time.time() - t0, git)
+    doc["provenance"] = P.record(parameters=vars(args) | {"func": None}, seed=0, start=start,
+                                 seconds=time.time() - t0, git=git, device=str(resolve_device(args.device)))
     out = Path(args.out) if args.out else Path("runs/bench") / device_slug(resolve_device(args.device)) / "results.json"
-    write_json_atomic(out, doc)
+    atomic_write_json(out, doc)
     print(f"wrote {out}")
     return 0
 

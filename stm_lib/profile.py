@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from stm_lib.config import ModelConfig
+from stm_lib.engine.distributed import resolve_device
 from stm_lib.models import build_model, list_models, get_variant
 
 
@@ -38,14 +39,6 @@ def count_flops(model: torch.nn.Module, frames: int, input_size: int = 224) -> i
             return int(fa.total())
     finally:
         model.train(was_training)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    return torch.device(device)
 
 
 def _sync(device: torch.device) -> None:
