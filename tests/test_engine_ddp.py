@@ -35,6 +35,8 @@ class NoBN(nn.Module):
         n, t = x.shape[:2]
         return self.fc(self.body(x.flatten(0, 1))).view(n, t, -1).mean(1)
 
+import stm_lib.models.registry as R
+R.VARIANTS["nobn"] = R.VARIANTS["tsn"]   # a registered name (the CLI checks names up front); built below
 _build = M.build_model
 def build_model(cfg=None, **kw):
     return NoBN(cfg.num_classes) if cfg.name == "nobn" else _build(cfg, **kw)
