@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-LAUNCHER = '''
-import sys
+NOBN = '''
 import torch
 from torch import nn
-import stm_lib.models as M
 
 class NoBN(nn.Module):
     """Per-frame conv net + TSN averaging, without any batch-dependent layer."""
@@ -34,7 +32,11 @@ class NoBN(nn.Module):
     def forward(self, x):
         n, t = x.shape[:2]
         return self.fc(self.body(x.flatten(0, 1))).view(n, t, -1).mean(1)
-
+'''
+# the launcher: the model above, patched into the registry and build_model of the child process only
+LAUNCHER = NOBN + '''
+import sys
+import stm_lib.models as M
 import stm_lib.models.registry as R
 R.VARIANTS["nobn"] = R.VARIANTS["tsn"]   # a registered name (the CLI checks names up front); built below
 _build = M.build_model
@@ -106,7 +108,7 @@ def _nobn_init() -> dict:
     from stm_lib.engine.train import _segment_seed
 
     ns: dict = {}
-    exec(LAUNCHER.split("from stm_lib.cli import main")[0], ns)
+    exec(NOBN, ns)   # the class only: patching build_model here would leak into later tests
     seed_everything(_segment_seed(0, 0, 0, 0))
     return ns["NoBN"](4).state_dict()
 
