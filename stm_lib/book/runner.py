@@ -26,8 +26,6 @@ from stm_lib.config import Config, full_recipe
 from stm_lib.models import describe_widths
 from stm_lib.io import atomic_copy, atomic_write_json, atomic_write_text
 
-ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / "runs" / "_cache"   # the default run cache (stm reproduce: <out_root>/_cache)
 # small files of a cached run copied next to results.json (checkpoints stay in the cache)
 RUN_FILES = ("config.yaml", "command.txt", "metrics.csv", "metrics.jsonl", "run.json")
 # Bump when a code change alters what an unchanged Config trains (engine, models, data): every
@@ -81,7 +79,7 @@ def _make(table, profile, seeds, dataset, data_root, frames, epochs, device, out
         raise ValueError("profile 'full' trains on the real dataset: pass data_root (make reproduce ... "
                          "DATA_ROOT=/path/to/dataset)")
     return _Run(t, profile, p, _seeds(seeds, profile), dataset, data_root, frames, epochs, device, Path(out_dir),
-                overrides or {}, models, Path(cache_dir) if cache_dir else CACHE)
+                overrides or {}, models, Path(cache_dir) if cache_dir else Path(out_dir) / "_cache")
 
 
 def _seeds(seeds, profile: str) -> list[int]:
