@@ -41,7 +41,7 @@ def page_name(table: str) -> str:
 
 def _chapter(table: str) -> bool:
     """A chapter of the book's own (beyond the paper's tables): listed apart, never required."""
-    return getattr(TABLES[table], "chapter", False)
+    return TABLES[table].chapter
 
 
 def load_results(runs: Path) -> dict[str, dict[str, tuple[Result, Path]]]:

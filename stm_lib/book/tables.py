@@ -70,6 +70,7 @@ class Table:
     complexity: bool = False                # measure params/FLOPs at the paper's scale (Tables 8, 9)
     speed: bool = False                     # measure videos/s (Table 9)
     train: bool = True                      # False: nothing trained (Figure 1 is its own notebook)
+    chapter: bool = False                   # a chapter beyond the paper's tables (listed apart, never required)
     frames: str = ("frames: the paper's; run_frames: as run here (the profile's frame count at smoke/proxy, "
                    "where 16-frame rows are not trained; the paper's at full)")
 
