@@ -511,7 +511,7 @@ def status_page(results: dict[str, dict[str, Result]], chosen: dict[str, str]) -
         counts = {v: sum(c.verdict == v for c in res.claims) for v in VERDICT_WORDS}
         verdicts = ", ".join(f"{n} {v}" for v, n in counts.items() if n) or "—"
         out.append(f"| [{name}](../tables/{table.notebook}.md) | {chosen[t]} | {', '.join(sorted(profs))} | "
-                   f"{len(res.seeds) or '—'} | {len(trained)} | {len(not_run)} | {verdicts} |")
+                   f"{len(res.seeds) or '—'} | {len(trained) if table.train else '—'} | {len(not_run)} | {verdicts} |")
         sec = [f"## {name}: {table.title}", ""]
         for p, r in sorted(profs.items()):
             pv = r.provenance or {}
