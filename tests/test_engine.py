@@ -13,6 +13,7 @@ from torch import nn
 
 from stm_lib.config import Config
 from stm_lib.engine import checkpoint as ckpt
+from stm_lib.io import atomic_write
 from stm_lib.engine import optim
 from stm_lib.engine.distributed import ShardedSampler
 from stm_lib.engine.evaluate import metrics_from_confusion
@@ -127,7 +128,7 @@ def test_atomic_write_leaves_no_temp_and_rng_roundtrips(tmp_path):
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
-        ckpt._atomic(tmp_path / "c.pt", boom)
+        atomic_write(tmp_path / "c.pt", boom)
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # old file intact, no temp left
     assert torch.load(tmp_path / "c.pt", weights_only=True)["x"] == [1, 2.0, "s", None]
 

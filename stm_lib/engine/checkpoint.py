@@ -13,10 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stm_lib.io import atomic_copy, atomic_write, atomic_write_json, atomic_write_text  # noqa: F401 (re-exported)
-from stm_lib.io import json_default as _json_default  # noqa: F401 (evaluate.py)
+from stm_lib.io import atomic_write
 
-_atomic = atomic_write   # old name (tests)
 
 LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
@@ -86,7 +84,7 @@ def _short(e: BaseException) -> str:
 
 
 def clean_stale_tmp(folder: str | Path) -> list[Path]:
-    """Delete `.<name>.*.tmp` files that an `_atomic` write killed mid-way left behind (a
+    """Delete `.<name>.*.tmp` files that an `atomic_write` killed mid-way left behind (a
     SIGKILL skips its cleanup). Call only while this process owns the folder."""
     gone = []
     for p in Path(folder).glob(".*.tmp"):

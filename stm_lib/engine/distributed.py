@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from stm_lib.config import Config
-from stm_lib.engine.checkpoint import atomic_write_text
+from stm_lib.io import atomic_write_text
 
 
 def write_config(cfg: Config, path: str | Path) -> Path:

@@ -18,6 +18,7 @@ import torch
 
 from stm_lib.engine import checkpoint as ckpt
 from stm_lib.engine.distributed import ShardedSampler, all_reduce_sum, resolve_device
+from stm_lib.io import atomic_write_json, atomic_write_text, json_default
 
 
 def amp_context(device: torch.device, amp: str):
@@ -173,8 +174,8 @@ def evaluate(run_dir: str | Path, clips: int = 1, crops: int = 1, split: str = "
         "confusion_csv": f"confusion_{tag}.csv",
     }
     if save:
-        ckpt.atomic_write_json(run_dir / f"eval_{tag}.json", result)
-        ckpt.atomic_write_text(run_dir / f"confusion_{tag}.csv", _confusion_csv(conf, classes))
+        atomic_write_json(run_dir / f"eval_{tag}.json", result)
+        atomic_write_text(run_dir / f"confusion_{tag}.csv", _confusion_csv(conf, classes))
     return result
 
 
@@ -217,4 +218,4 @@ def format_result(r: dict) -> str:
 
 
 def dumps_line(obj) -> str:
-    return json.dumps(obj, default=ckpt._json_default)
+    return json.dumps(obj, default=json_default)

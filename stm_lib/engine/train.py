@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from stm_lib import provenance as P
 from stm_lib.config import Config, plain
 from stm_lib.engine import checkpoint as ckpt
+from stm_lib.io import atomic_write_json, atomic_write_text
 from stm_lib.engine import distributed as D
 from stm_lib.engine.evaluate import amp_context, run_eval, topk_correct
 from stm_lib.engine.optim import (build_optimizer, build_scheduler, effective_lr, load_scheduler_state,
@@ -184,7 +185,7 @@ def train(cfg: Config, command: str | None = None) -> Path:
             out.mkdir(parents=True, exist_ok=True)
             for p in ckpt.clean_stale_tmp(out):  # left by a write that a SIGKILL interrupted
                 log(f"removed {p.name} (an interrupted write)")
-            ckpt.atomic_write_text(out / "config.yaml", cfg.to_yaml())
+            atomic_write_text(out / "config.yaml", cfg.to_yaml())
             with open(out / "command.txt", "a") as f:
                 f.write(f"# {P.now()}  world_size={info.world_size}\n{command}\n")
         if state is None and info.is_main:
@@ -541,10 +542,10 @@ def _write_metrics(out: Path, history: list[dict]) -> None:
     w.writeheader()
     for r in history:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    ckpt.atomic_write_text(out / "metrics.csv", buf.getvalue())
+    atomic_write_text(out / "metrics.csv", buf.getvalue())
     from stm_lib.engine.evaluate import dumps_line
 
-    ckpt.atomic_write_text(out / "metrics.jsonl", "".join(dumps_line(r) + "\n" for r in history))
+    atomic_write_text(out / "metrics.jsonl", "".join(dumps_line(r) + "\n" for r in history))
 
 
 def _write_provenance(out: Path, cfg: Config, session: dict, info: D.DistInfo) -> None:
@@ -580,7 +581,7 @@ def _write_provenance(out: Path, cfg: Config, session: dict, info: D.DistInfo) -
         "wall_time_s": round(sum(s.get("seconds", 0.0) for s in sessions), 3),
         "sessions": sessions,
     }
-    ckpt.atomic_write_json(path, run)
+    atomic_write_json(path, run)
 
 
 def _tensorboard(out: Path):
