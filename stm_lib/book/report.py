@@ -14,29 +14,10 @@ from pathlib import Path
 from stm_lib.book import stats
 from stm_lib.book.paper import paper_rows
 from stm_lib.book.result import Result, Row
-from stm_lib.book.tables import PROFILES, Table
+from stm_lib.book.tables import DATASETS, PROFILES, Table
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# What a full-profile run needs, per real dataset (sizes: the datasets' official train/val splits;
-# Kinetics-400 varies with what is still online).
-DATASETS = {
-    "ssv1": dict(name="Something-Something v1", train=86_017, val=11_522, epochs=50,
-                 layout="`20bn-something-something-v1/<id>/00001.jpg ...` and "
-                        "`something-something-v1-{labels,train,validation}.csv` (lines `id;label`)"),
-    "ssv2": dict(name="Something-Something v2", train=168_913, val=24_777, epochs=50,
-                 layout="`<id>.webm` and `something-something-v2-{labels,train,validation}.json`"),
-    "jester": dict(name="Jester", train=118_562, val=14_787, epochs=50,
-                   layout="`20bn-jester-v1/<id>/00001.jpg ...` and `jester-v1-{labels,train,validation}.csv`"),
-    "kinetics400": dict(name="Kinetics-400", train=240_000, val=19_800, epochs=50,
-                        layout="`<split>/<class>/<youtube_id>_<start:06d>_<end:06d>.mp4` and a csv "
-                               "`label,youtube_id,time_start,time_end,split`"),
-    "ucf101": dict(name="UCF-101", train=9_537, val=3_783, epochs=25,
-                   layout="`UCF-101/<Class>/v_<Class>_gXX_cYY.avi` and `ucfTrainTestlist/` "
-                          "(`classInd.txt`, `trainlist0N.txt`, `testlist0N.txt`)"),
-    "hmdb51": dict(name="HMDB-51", train=3_570, val=1_530, epochs=25,
-                   layout="`<class>/<name>.avi` and `<class>_test_split{1,2,3}.txt`"),
-}
 # STM's videos/s on a GTX 1080 Ti (paper Table 9, paper.py): the GPU-hour yardstick
 PAPER_SPEED = {r["frames"]: r["paper_videos_per_s"] for r in paper_rows("9") if r["model"] == "stm"}
 TRAIN_COST = 3                      # a training step costs about 3 forward passes (forward + backward)

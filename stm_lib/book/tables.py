@@ -43,8 +43,25 @@ PROFILES: dict[str, dict] = {
 GPU_SPEED = dict(warmup=5, repeats=20)   # the proxy profile on a GPU: the paper's protocol, more repeats
 GPU_SEEDS = 5                            # proxy tables on a GPU (issue 10 item 8)
 
-# class counts of the real datasets (chance on a full-profile page)
-CLASSES = {"ssv1": 174, "ssv2": 174, "jester": 27, "kinetics400": 400, "ucf101": 101, "hmdb51": 51}
+# The real datasets: class count (chance on a full-profile page) and what a full-profile run needs
+# (sizes: the official train/val splits; Kinetics-400 varies with what is still online).
+DATASETS = {
+    "ssv1": dict(name="Something-Something v1", classes=174, train=86_017, val=11_522, epochs=50,
+                 layout="`20bn-something-something-v1/<id>/00001.jpg ...` and "
+                        "`something-something-v1-{labels,train,validation}.csv` (lines `id;label`)"),
+    "ssv2": dict(name="Something-Something v2", classes=174, train=168_913, val=24_777, epochs=50,
+                 layout="`<id>.webm` and `something-something-v2-{labels,train,validation}.json`"),
+    "jester": dict(name="Jester", classes=27, train=118_562, val=14_787, epochs=50,
+                   layout="`20bn-jester-v1/<id>/00001.jpg ...` and `jester-v1-{labels,train,validation}.csv`"),
+    "kinetics400": dict(name="Kinetics-400", classes=400, train=240_000, val=19_800, epochs=50,
+                        layout="`<split>/<class>/<youtube_id>_<start:06d>_<end:06d>.mp4` and a csv "
+                               "`label,youtube_id,time_start,time_end,split`"),
+    "ucf101": dict(name="UCF-101", classes=101, train=9_537, val=3_783, epochs=25,
+                   layout="`UCF-101/<Class>/v_<Class>_gXX_cYY.avi` and `ucfTrainTestlist/` "
+                          "(`classInd.txt`, `trainlist0N.txt`, `testlist0N.txt`)"),
+    "hmdb51": dict(name="HMDB-51", classes=51, train=3_570, val=1_530, epochs=25,
+                   layout="`<class>/<name>.avi` and `<class>_test_split{1,2,3}.txt`"),
+}
 
 
 @dataclass(frozen=True)
@@ -110,7 +127,7 @@ class Table:
 
     def num_classes(self, profile: str, part: str = "") -> int:
         d = self.data(profile, part)
-        return CLASSES[d["dataset"]] if profile == "full" else d["proxy_classes"]
+        return DATASETS[d["dataset"]]["classes"] if profile == "full" else d["proxy_classes"]
 
     def chance(self, profile: str, part: str = "") -> float:
         return stats.chance(self.num_classes(profile, part))
