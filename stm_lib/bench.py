@@ -12,7 +12,6 @@ atomically with provenance.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from stm_lib.config import ModelConfig
+from stm_lib.provenance import load_average
 from stm_lib.models import build_model, get_variant, list_models
 from stm_lib.models.temporal import set_fast
 from stm_lib.engine.distributed import resolve_device
@@ -94,7 +94,7 @@ def run_bench(models: list[str] | None = None, frames=(8, 16), batch_size: int =
         raise ValueError(f"precisions must be fp32 or bf16, got {list(precisions)}")
     if any(m not in ("inference", "train") for m in modes):
         raise ValueError(f"modes must be inference or train, got {list(modes)}")
-    load_start = _load_average()
+    load_start = load_average()
     peak = matmul_peak(dev, torch.bfloat16) if dev.type == "cuda" else None   # MFU's denominator (GPU only:
     # on a shared CPU a matmul timed between other jobs gives no stable peak)
     log(f"device: {device_name(dev)}" + (f"; bf16 matmul peak {peak['flops_per_s'] / 1e12:.1f} TFLOP/s" if peak else ""))
@@ -137,19 +137,12 @@ def run_bench(models: list[str] | None = None, frames=(8, 16), batch_size: int =
         _free(dev)
     return {"schema": SCHEMA, "device": device_name(dev), "device_type": dev.type, "threads": torch.get_num_threads(),
             "matmul_peak": peak, "note": note,
-            "load_average_1_5_15min": {"start": load_start, "end": _load_average()},   # other jobs on the CPU
+            "load_average_1_5_15min": {"start": load_start, "end": load_average()},   # other jobs on the CPU
             "settings": {"models": models, "frames": list(frames), "batch_size": batch_size, "input_size": input_size,
                          "modes": list(modes), "precisions": list(precisions), "channels_last": list(channels_last),
                          "compile": list(compile), "warmup": warmup, "repeats": repeats, "width_mult": width_mult,
                          "num_classes": num_classes},
             "rows": rows}
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def _label(s: dict) -> str:

@@ -51,10 +51,19 @@ def hardware(device: str | None = None) -> dict:
         hw["device"] = str(device)
     try:
         hw["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-        hw["load_average_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
     except (ValueError, OSError, AttributeError):
         pass
+    if (load := load_average()) is not None:
+        hw["load_average_1_5_15min"] = load
     return hw
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: how many other jobs shared the CPU (None where unknown)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
 
 
 def versions() -> dict:

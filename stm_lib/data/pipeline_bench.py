@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from stm_lib.config import Config, DataConfig, ModelConfig, TrainConfig
+from stm_lib.provenance import load_average
 
 
 def proxy_config(videos=1000, classes=10, proxy_frames=16, resolution=64, model="stm", frames=8,
@@ -111,7 +112,7 @@ def run(cfg: Config, steps: int = 20, repeats: int = 3, log=print, engine_only: 
     return {"engine_clips_per_s": e, "bare_clips_per_s": b, "ratio": statistics.median(pairs),
             "ratio_of_medians": e / b, "pair_ratios": pairs,
             "engine_repeats": engine, "bare_repeats": bare, "steps_per_repeat": steps,
-            "torch_threads": torch.get_num_threads(), "loadavg_end": _loadavg(),
+            "torch_threads": torch.get_num_threads(), "loadavg_end": load_average(),
             "proxy_arrays": os.environ.get("STM_PROXY_ARRAYS", "1") != "0",
             "config": cfg.to_dict()}
 
@@ -136,8 +137,3 @@ def side_by_side(argv: list[str], threads_total: int = 2) -> dict:
     return out
 
 
-def _loadavg():
-    try:
-        return list(os.getloadavg())
-    except OSError:
-        return None
