@@ -8,6 +8,7 @@ PROFILE ?= proxy
 DATA_ROOT ?=
 DEVICE  ?= auto
 SEEDS   ?=
+JOBS    ?=
 
 .PHONY: setup test test-fast reproduce book clean help
 
@@ -15,7 +16,7 @@ help:
 	@echo "make setup                      create .venv with the pinned set and the stm command"
 	@echo "make test                       the whole test suite (what CI runs; prints the 10 slowest tests)"
 	@echo "make test-fast                  the suite without the minutes-long end-to-end tests (marked slow)"
-	@echo "make reproduce TABLE=N [PROFILE=smoke|proxy|full] [SEEDS=N] [DATA_ROOT=DIR]   (TABLE=all for every table)"
+	@echo "make reproduce TABLE=N [PROFILE=smoke|proxy|full] [SEEDS=N] [JOBS=N] [DATA_ROOT=DIR]   (TABLE=all for every table)"
 	@echo "make book                       build the Jupyter Book from runs/ (no training)"
 
 setup: $(STAMP)
@@ -34,7 +35,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra --durations=10 -m "not slow" tests
 
 reproduce: $(STAMP)
-	$(VENV)/bin/stm reproduce --table $(TABLE) --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) --device $(DEVICE) $(if $(SEEDS),--seeds $(SEEDS))
+	$(VENV)/bin/stm reproduce --table $(TABLE) --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) --device $(DEVICE) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(JOBS),--jobs $(JOBS))
 
 book: $(STAMP)
 	$(VENV)/bin/stm book

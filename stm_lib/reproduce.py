@@ -173,6 +173,18 @@ def _cmd_reproduce(args) -> int:
     for t in tables:   # fail early on a bad name before anything runs
         notebook_name(t)
     extra = json.loads(args.params) if args.params else None
+    from stm_lib.book.pool import default_jobs, prefetch
+
+    jobs = args.jobs or default_jobs(args.profile, args.device)
+    if jobs > 1:   # every distinct run first, side by side; the notebooks then find them cached
+        print(f"==> prefetch: the runs of {', '.join(tables)} ({args.profile})", flush=True)
+        t0 = time.time()
+        failed = prefetch(tables, args.profile, args.seeds, Path(args.out_root) / "_cache", jobs,
+                          device=args.device, data_root=args.data_root, params=extra)
+        print(f"==> prefetch: {time.time() - t0:.0f} s", flush=True)
+        if failed:
+            print("stm reproduce: error: " + "; ".join(failed), file=sys.stderr)
+            return 1
     done = []
     for t in tables:
         name = notebook_name(t)
@@ -207,6 +219,9 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--seeds", type=int, default=None,
                    help="training seeds per row (default: the profile's: smoke 1, proxy 3 (5 on a GPU), full 1)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs trained side by side, 1 thread each, before the notebooks (default: one per core "
+                        "up to 8 for CPU smoke/proxy, 1 on a GPU or for full)")
     p.add_argument("--out-root", default="runs", help="default runs/")
     p.add_argument("--params", default=None, help='more notebook parameters as JSON, e.g. \'{"epochs": 3}\'')
     p.add_argument("--quiet", action="store_true", help="no progress bar or cell output")

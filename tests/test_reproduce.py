@@ -174,3 +174,26 @@ def test_plan_follows_the_paper_at_full_and_seeds_vary_only_the_seed():
         runner.plan("5", "smoke", overrides={"optim": {"lr": 1}})
     with pytest.raises(ValueError, match="distinct seed values"):
         runner.plan("5", "smoke", seeds=[1, 1])
+
+
+@pytest.mark.slow
+def test_prefetch_trains_each_run_once_in_parallel_and_notebooks_find_them(tmp_path, capsys):
+    """`stm reproduce --jobs 2`: Table 4's fine-tunes wait for their pre-training run; a second
+    prefetch and the table's own run then train nothing."""
+    from stm_lib.book import pool
+
+    cache, logs = tmp_path / "_cache", []
+    params = {"models": ["stm"]}
+    assert pool.prefetch(["4", "6"], "smoke", 1, cache, 2, params=params, log=lambda *a, **k: logs.append(a[0])) == []
+    # wave 1: Table 6's stm and Table 4's pre-training; wave 2: the UCF-101 and HMDB-51 fine-tunes
+    assert [line.split(" (")[0] for line in logs if line.startswith("training")] == ["training 2 run(s)"] * 2
+    done = sorted(p.parent.name for p in cache.glob("*/done.json"))
+    assert len(done) == 4 and all((cache / f"{k}.log").is_file() for k in done)
+    logs.clear()
+    assert pool.prefetch(["4", "6"], "smoke", 1, cache, 2, params=params, log=lambda *a, **k: logs.append(a[0])) == []
+    assert logs == []
+    capsys.readouterr()
+    res = runner.run("4", "smoke", 1, models=["stm"], out_dir=str(tmp_path / "t4"), cache_dir=str(cache))
+    out = capsys.readouterr().out
+    assert out.count("cached run") == 3   # pre-training and both fine-tunes: nothing trained
+    assert len(res.row("stm").seeds["top1_ucf101"]) == 1

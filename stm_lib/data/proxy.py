@@ -10,9 +10,8 @@ independently of the label and every motion is a shift on a circle started at a 
 so each frame has the same distribution in every class, and even the unordered set of frames
 barely depends on it (every clip contains every motion type; a direction only changes the
 order). A frame-averaging model (TSN) is near chance by construction; a model that compares
-neighbouring frames (TSM, STM) is not. This is the gap of the paper's Table 5. Measured here
-(1,000 clips, 16 frames, 64 px, 8 sampled; width 0.25, batch 16, SGD lr 0.02, 8 epochs, step
-at 6): STM 0.97 top-1 on the validation fifth, TSN 0.09 (chance 0.10). Drifting gratings,
+neighbouring frames (TSM, STM) is not. This is the gap of the paper's Table 5. Calibrated with TSN and the frame-difference
+reference only (runs/calibration/README.md). Drifting gratings,
 not small moving objects: with objects the same STM was still at chance after 4 epochs.
 
 scene (modelled on Kinetics / UCF-101): the class is the background (colour and pattern kind)
@@ -41,6 +40,7 @@ from stm_lib.data.datasets import VideoDataset
 KINDS = ("temporal", "scene")
 VERSION = 3  # bump when the generator's output changes: it is part of the cache key
 # 3: validation split balanced at every size (same clips as 2 when videos is a multiple of 5 x classes)
+SCENE_VERSION = 4  # the scene proxy's own: 4 = calibrated difficulty (SCENE, issue 10 item 6)
 JPEG_QUALITY = 90  # part of the cache key (params_of): another quality writes other files
 FRAMES_DIR = "20bn-something-something-v1"
 PREFIX = "something-something-v1"
@@ -56,6 +56,12 @@ WORDS = {  # (sign +1, sign -1) for each motion type: the class names
 # at Hamming distance 2 (Hadamard rows), so small class counts are the easiest to tell apart.
 PATTERNS = ((1, 1, 1, 1), (1, 1, -1, -1), (1, -1, 1, -1), (1, -1, -1, 1),
             (1, 1, 1, -1), (1, 1, -1, 1), (1, -1, 1, 1), (1, -1, -1, -1))
+
+
+# Motion per tile, in tile sides per stored frame (`period`, `speed`) and degrees per frame
+# (`omega`): the largest step between sampled frames (3 stored frames under TSN train sampling
+# of 16 -> 8) stays below half a period, so directions never alias.
+TEMPORAL = dict(period=(0.34, 0.44), speed=(0.032, 0.045), omega=(8, 12))
 
 
 def temporal_signs(classes: int) -> np.ndarray:
@@ -105,16 +111,16 @@ def _tile_pattern(rng, motion: int, sign: int, f: np.ndarray, t: int) -> np.ndar
     f = f[:, None, None]
     start = rng.uniform(0, 1)
     if motion in (0, 1):  # stripes moving across: right/left (horizontal) or down/up (vertical)
-        period = t * rng.uniform(0.34, 0.44)
-        speed = t * rng.uniform(0.032, 0.045)  # px per frame; x3 < period / 2
+        period = t * rng.uniform(*TEMPORAL["period"])
+        speed = t * rng.uniform(*TEMPORAL["speed"])  # px per frame; x3 < period / 2
         pos = xx if motion == 0 else yy
         return _square(start + (pos - sign * speed * f) / period)
     if motion == 2:  # 4-cycle spokes turning clockwise / anticlockwise, 8-12 deg a frame
-        omega = np.deg2rad(rng.uniform(8, 12))
+        omega = np.deg2rad(rng.uniform(*TEMPORAL["omega"]))
         return _square(start + 4 * (np.arctan2(yy, xx) - sign * omega * f) / (2 * np.pi))
     # motion 3: rings growing outwards / shrinking inwards
-    period = t * rng.uniform(0.34, 0.44)
-    speed = t * rng.uniform(0.032, 0.045)
+    period = t * rng.uniform(*TEMPORAL["period"])
+    speed = t * rng.uniform(*TEMPORAL["speed"])
     return _square(start + (np.hypot(xx, yy) - sign * speed * f) / period)
 
 
@@ -139,6 +145,13 @@ def render_temporal(rng: np.random.Generator, signs, frames: int, resolution: in
 # --- scene proxy ---------------------------------------------------------------------------
 
 PATTERN_KINDS = ("h-stripes", "v-stripes", "checks", "dots")
+# Difficulty, calibrated with TSN alone (runs/calibration/README.md): at version 3 (hue jitter
+# +-0.2 class spacings, full-contrast pattern, no noise) every model sat at 100%, so nothing
+# could be compared. Now a clip's hue may fall up to `hue_jitter` class spacings from its class's,
+# so hue-neighbours overlap and only the pattern kind (which differs between them) separates
+# them; the pattern has low contrast (`light`, `dark` values) under per-frame noise (`noise`,
+# grey levels), so seeing it takes several frames or a good look at one.
+SCENE = dict(hue_jitter=0.2, light=0.95, dark=0.40, noise=0.0)
 
 
 def scene_class_names(classes: int) -> list[str]:
@@ -147,13 +160,13 @@ def scene_class_names(classes: int) -> list[str]:
 
 def render_scene(rng: np.random.Generator, label: int, classes: int, frames: int, resolution: int) -> np.ndarray:
     """Class = background hue and pattern kind (in every frame); a disc and the pattern's
-    phase drift at random as nuisance motion."""
+    phase drift at random as nuisance motion; hue jitter, contrast and noise: `SCENE`."""
     R = resolution
     yy, xx = np.mgrid[0:R, 0:R].astype(np.float32) + 0.5
     f = np.arange(frames, dtype=np.float32)[:, None, None]
-    hue = (label + rng.uniform(-0.2, 0.2)) / classes
-    light = np.array(colorsys.hsv_to_rgb(hue % 1, 0.75, 0.95)) * 255
-    dark = np.array(colorsys.hsv_to_rgb(hue % 1, 0.75, 0.40)) * 255
+    hue = (label + rng.uniform(-SCENE["hue_jitter"], SCENE["hue_jitter"])) / classes
+    light = np.array(colorsys.hsv_to_rgb(hue % 1, 0.75, SCENE["light"])) * 255
+    dark = np.array(colorsys.hsv_to_rgb(hue % 1, 0.75, SCENE["dark"])) * 255
     period = R * rng.uniform(0.12, 0.2)
     vx, vy = rng.uniform(-1, 1, 2) * R * 0.02
     px, py = xx - vx * f - rng.uniform(0, R), yy - vy * f - rng.uniform(0, R)
@@ -176,6 +189,8 @@ def render_scene(rng: np.random.Generator, label: int, classes: int, frames: int
     disc = _soft(R * 0.14 - np.hypot(dx, dy))[..., None]
     img = img * (1 - disc) + rng.uniform(0, 255) * disc
     img = img * rng.uniform(0.85, 1.15)
+    if SCENE["noise"]:
+        img = img + rng.normal(0, SCENE["noise"], img.shape).astype(np.float32)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -185,7 +200,8 @@ def params_of(kind, videos, classes, frames, resolution, seed, jpeg_quality=None
     """Everything that determines the files of a proxy: its cache key and `proxy.json`."""
     q = JPEG_QUALITY if jpeg_quality is None else jpeg_quality
     return {"kind": kind, "videos": int(videos), "classes": int(classes), "frames": int(frames),
-            "resolution": int(resolution), "seed": int(seed), "version": VERSION, "jpeg_quality": int(q)}
+            "resolution": int(resolution), "seed": int(seed),
+            "version": SCENE_VERSION if kind == "scene" else VERSION, "jpeg_quality": int(q)}
 
 
 def validation_mask(videos: int, classes: int) -> np.ndarray:

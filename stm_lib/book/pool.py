@@ -1,0 +1,123 @@
+"""Train every distinct run a set of tables needs, several at a time, before their notebooks run.
+
+Tiny proxy models are dominated by per-op overhead: on 2 cores two one-thread runs side by side
+finish far sooner than one run with two threads (runs/pipeline_bench/README.md). So
+`stm reproduce --jobs N` first plans every (row, part, seed) of the tables asked for
+(`runner.plan`), keeps one of each run identity (`runner.cache_key`: Tables 1, 5, 6, 7 share
+their TSN and STM runs), and trains them into the run cache with N worker processes of one
+thread each. The notebooks then execute as usual and find every run cached, so a page is the
+same whether it was prefetched or trained in its own notebook.
+
+Fine-tuning runs (Table 4) start from a pre-training run's weights: they form a second wave once
+the first has finished. A failing run does not stop the others; its log stays in the cache.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from stm_lib.book import runner
+from stm_lib.book.tables import get
+
+_PLACEHOLDER = "<pretrain:"
+
+
+def default_jobs(profile: str, device: str = "auto") -> int:
+    """One-thread workers: one per core (at most 8) for CPU smoke/proxy runs, 1 otherwise (a GPU,
+    or full-profile runs, which use their own data-loader workers)."""
+    import torch
+
+    on_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if profile == "full" or on_gpu:
+        return 1
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def prefetch(tables: list[str], profile: str, seeds: int | None, cache_dir: str | Path, jobs: int, *,
+             device: str = "auto", data_root: str | None = None, params: dict | None = None,
+             log=print) -> list[str]:
+    """Train the runs of `tables` not yet in `cache_dir` with `jobs` workers; the failures, one line
+    each (empty when every run is cached)."""
+    cache_dir = Path(cache_dir).resolve()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    kw = {k: v for k, v in (params or {}).items() if k in ("dataset", "frames", "epochs", "overrides", "models")}
+    first, second = {}, {}   # cache key -> (label, cfg, need_weights); second: fine-tunes
+    pretrain_key = {}        # (model, seed) -> key of its pre-training run
+    for t in tables:
+        if not get(t).train:
+            continue
+        for row_id, part, seed, cfg in runner.plan(t, profile, seeds, data_root=data_root, device=device, **kw):
+            label = f"table {t} {row_id}{'-' + part if part else ''} seed {seed}"
+            pre = cfg.model.pretrained or ""
+            if pre.startswith(_PLACEHOLDER):
+                second[label] = cfg
+                continue
+            key = runner.cache_key(cfg, cache_dir)
+            if part == "pretrain":
+                pretrain_key[(cfg.model.name, seed)] = key
+            need = part == "pretrain"
+            if key not in first or need:
+                first[key] = (label, cfg, need or first.get(key, (0, 0, False))[2])
+    failures = _train_all(first, cache_dir, profile, jobs, log)
+    if second:
+        fine = {}
+        for label, cfg in second.items():
+            model, seed = cfg.model.pretrained[len(_PLACEHOLDER):-1].rsplit(":s", 1)
+            key = pretrain_key.get((model, int(seed)))
+            run_dir = cache_dir / key if key else None
+            if run_dir is None or not (run_dir / "done.json").is_file():
+                failures.append(f"{label}: its pre-training run did not finish")
+                continue
+            cfg = cfg.update("model", pretrained=runner.export_backbone(run_dir))
+            fine.setdefault(runner.cache_key(cfg, cache_dir), (label, cfg, False))
+        failures += _train_all(fine, cache_dir, profile, jobs, log)
+    return failures
+
+
+def _train_all(todo: dict, cache_dir: Path, profile: str, jobs: int, log) -> list[str]:
+    from stm_lib.engine import checkpoint as ckpt
+
+    pending = {k: v for k, v in todo.items()
+               if not ((cache_dir / k / "done.json").is_file() and (not v[2] or (cache_dir / k / ckpt.LAST).is_file()))}
+    if not pending:
+        return []
+    for _, cfg, _ in pending.values():   # generate each proxy once, before workers race for it
+        runner._prepare_proxy(cfg)
+    log(f"training {len(pending)} run(s) ({len(todo) - len(pending)} cached) with {jobs} worker(s) "
+        f"of 1 thread; logs in {cache_dir}/<key>.log", flush=True)
+    failures, t0, done = [], time.time(), 0
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_one_thread) as ex:
+        futures = {ex.submit(_train_one, cfg, str(cache_dir), profile, need): (key, label)
+                   for key, (label, cfg, need) in pending.items()}
+        for f in as_completed(futures):
+            key, label = futures[f]
+            done += 1
+            try:
+                top1, seconds = f.result()
+                log(f"  [{done}/{len(pending)}] {label}: top-1 {top1:.1f}% ({seconds:.0f} s; "
+                    f"{(time.time() - t0) / 60:.1f} min so far)", flush=True)
+            except Exception as e:   # noqa: BLE001 - one line per failed run, the others go on
+                msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+                failures.append(f"{label}: {msg} (log: {cache_dir / (key + '.log')})")
+                log(f"  [{done}/{len(pending)}] {label}: FAILED: {msg}", flush=True)
+    return failures
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _train_one(cfg, cache_dir: str, profile: str, need_weights: bool) -> tuple[float, float]:
+    """In a worker: one cached run, its output to `<cache>/<key>.log`."""
+    key = runner.cache_key(cfg, cache_dir)
+    t0 = time.time()
+    with open(Path(cache_dir) / f"{key}.log", "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        _, _, ev, _ = runner.train_cached(cfg, cache_dir, profile, need_weights)
+    return ev["top1"], time.time() - t0
