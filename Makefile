@@ -16,7 +16,7 @@ help:
 	@echo "make setup                      create .venv with the pinned set and the stm command"
 	@echo "make test                       the whole test suite (what CI runs; prints the 10 slowest tests)"
 	@echo "make test-fast                  the suite without the minutes-long end-to-end tests (marked slow)"
-	@echo "make reproduce TABLE=N [PROFILE=smoke|proxy|full] [SEEDS=N] [JOBS=N] [DATA_ROOT=DIR]   (TABLE=all for every table)"
+	@echo "make reproduce TABLE=N [PROFILE=smoke|proxy|full] [SEEDS=N] [JOBS=N] [DATA_ROOT=DIR]   (TABLE=all: every paper table; TABLE=relatives: the chapter beyond the paper)"
 	@echo "make book                       build the Jupyter Book from runs/ (no training)"
 
 setup: $(STAMP)

@@ -86,9 +86,14 @@ def reproduce(table: str, profile: str = "proxy", data_root: str | None = None, 
     return dest
 
 
+def table_ids(name: str) -> list[str]:
+    """"all": the paper's tables, then Figure 1 (it uses a proxy-trained STM when one exists); a
+    chapter beyond the paper ("relatives") only by its name."""
+    return [t for t in TABLES if not TABLES[t].chapter] if name == "all" else [name]
+
+
 def reproduce_all(profile: str = "proxy", **kw) -> list[Path]:
-    """Every table, then Figure 1 (it uses a proxy-trained STM when one exists)."""
-    return [reproduce(t, profile, **kw) for t in TABLES]
+    return [reproduce(t, profile, **kw) for t in table_ids("all")]
 
 
 def _execute(src: Path, dst: Path, params: dict, progress: bool) -> None:
@@ -169,7 +174,7 @@ def _cmd_reproduce(args) -> int:
 
     # `kill PID` -> SystemExit: papermill shuts its kernel down and the half-done run moves aside
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    tables = list(TABLES) if args.table == "all" else [args.table]
+    tables = table_ids(args.table)
     for t in tables:   # fail early on a bad name before anything runs
         notebook_name(t)
     extra = json.loads(args.params) if args.params else None
@@ -213,7 +218,8 @@ def register(sub) -> None:
                        description="Execute book/tableN.ipynb with papermill into runs/tableN/<profile>/: the "
                                    "executed notebook, results.json (rows per seed, verdicts, provenance), a CSV "
                                    "and figures; trained runs are cached in <out-root>/_cache/.")
-    p.add_argument("--table", required=True, help="1..9, figure1, or all")
+    p.add_argument("--table", required=True, help="1..9, figure1, relatives (the chapter beyond the paper), or all "
+                   "(the paper's tables and Figure 1)")
     p.add_argument("--profile", default="proxy", help="smoke | proxy (default) | full")
     p.add_argument("--data-root", default=None, help="the real dataset's folder (profile full)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")

@@ -85,7 +85,7 @@ def _train_all(todo: dict, cache_dir: Path, profile: str, jobs: int, log) -> lis
     if not pending:
         return []
     for _, cfg, _ in pending.values():   # generate each proxy once, before workers race for it
-        runner._prepare_proxy(cfg)
+        runner._prepare_proxy(cfg, progress=True)
     log(f"training {len(pending)} run(s) ({len(todo) - len(pending)} cached) with {jobs} worker(s) "
         f"of 1 thread; logs in {cache_dir}/<key>.log", flush=True)
     failures, t0, done = [], time.time(), 0

@@ -55,8 +55,8 @@ def _fmt(metric: str, v: float | None) -> str:
 
 def measured_text(row: Row, metric: str) -> str:
     """Mean over seeds, with the sample std when there are two seeds or more."""
-    if metric == "ratio_vs_tsm":
-        return _fmt(metric, row.speed.ratio_vs_tsm if row.speed else None)
+    if metric in ("ratio_vs_tsm", "ratio_vs_tsn"):
+        return _fmt(metric, getattr(row.speed, metric) if row.speed else None)
     v = row.value(metric)
     s = row.std(metric)
     text = _fmt(metric, v)
@@ -170,7 +170,7 @@ def figures(result: Result, table: Table) -> dict:
     if any(s.val_top1 for r in result.rows for s in r.runs):
         out["curves"] = _curves(result)
     if table.speed and any(r.speed for r in result.rows):
-        out["speed"] = _speed(result)
+        out["tradeoff" if table.tradeoff else "speed"] = _tradeoff(result, table) if table.tradeoff else _speed(result)
     for name, fig in out.items():
         fig.set_label(name)          # runner.save names the file after it
     return out
@@ -232,6 +232,35 @@ def _curves(result: Result):
     return fig
 
 
+def _tradeoff(result: Result, table: Table):
+    """Accuracy against cost: one point per model (mean, error bar = std over seeds), per part
+    (rows of the figure) against FLOPs and against measured videos/s (columns)."""
+    import matplotlib.pyplot as plt
+
+    parts = [p for p in table.parts if any(p.metric in r.seeds for r in result.rows)] or list(table.parts)
+    fig, axes = plt.subplots(len(parts), 2, figsize=(10, 3.6 * len(parts)), squeeze=False)
+    rows = [r for r in result.rows if r.model and not r.reference]
+    sp = result.extra.get("speed_setting") or {}
+    where = f"{sp.get('device', '?')}, batch {sp.get('batch_size', '?')}, {sp.get('input_size', '?')} px"
+    for (ax_f, ax_s), part in zip(axes, parts):
+        for ax, cost, xlabel in ((ax_f, "flops_g", "GFLOPs per clip (8 frames, 224 px, exact)"),
+                                 (ax_s, "videos_per_s", f"videos/s ({where})")):
+            for i, r in enumerate(rows):
+                x, y = r.value(cost), r.value(part.metric)
+                if x is None or y is None:
+                    continue
+                ax.errorbar([x], [y], yerr=[r.std(part.metric) or 0], fmt="o", color=f"C{i % 10}", capsize=3)
+                ax.annotate(r.setting, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            chance = result.chance.get(part.metric)
+            if chance is not None:
+                ax.axhline(chance, color="#d62728", ls="--", lw=1, label=f"chance {chance:.3g}%")
+                ax.legend(fontsize=7, loc="lower right")
+            ax.set(xlabel=xlabel, ylabel=f"{part.name} proxy top-1 (%)", title=f"{part.name} proxy: accuracy vs "
+                   + ("FLOPs" if cost == "flops_g" else "speed"))
+    fig.tight_layout()
+    return fig
+
+
 def _speed(result: Result):
     import matplotlib.pyplot as plt
 
@@ -266,7 +295,7 @@ def commentary(result: Result, table: Table) -> str:
         a, b = by.get(c.better), by.get(c.worse)
         name = f"**{_label(a) if a else c.better} > {_label(b) if b else c.worse}**"
         paper = (f"paper {c.paper[0]} vs {c.paper[1]}" if None not in c.paper
-                 else "an ordering stated in the paper's text")
+                 else "claimed in its seed paper" if table.chapter else "an ordering stated in the paper's text")
         metric = c.metric.replace("_", " ")
         if c.why == "not measured" or None in c.measured:
             lines.append(f"- {name} on {metric} ({paper}): not measured in this run.")
@@ -292,6 +321,47 @@ def commentary(result: Result, table: Table) -> str:
         text += (f" Proxy verdicts are about a small synthetic stand-in for {table.real_name} at CPU scale; a "
                  "verdict there says what this proxy shows, not what the paper's dataset would.")
     return text
+
+
+def cost_readings(result: Result) -> str:
+    """The seed papers' cost claims, read off the exact counts (224 px, 174 classes, 8 frames) and
+    the measured speed of this result: STSM adds no parameters or FLOPs to TSN; STH has fewer
+    parameters than ResNet-50 (TSN); what the two-stream ST-ResNet pays, optical flow included."""
+    by = {r.model: r for r in result.rows if r.model and not r.reference}
+    tsn = by.get("tsn")
+
+    def cmp(r, metric):
+        a, b = (r.value(metric) if r else None), (tsn.value(metric) if tsn else None)
+        return None if a is None or b is None else (a, b)
+
+    lines = []
+    p, f = cmp(by.get("stsm"), "params_m"), cmp(by.get("stsm"), "flops_g")
+    if p and f:
+        same = by["stsm"].complexity.params == tsn.complexity.params and by["stsm"].complexity.flops == tsn.complexity.flops
+        lines.append(f"- **STSM adds no parameters or FLOPs** (seed 002): {p[0]:.2f} M vs TSN {p[1]:.2f} M, "
+                     f"{f[0]:.2f} G vs {f[1]:.2f} G: **{'holds exactly' if same else 'does not hold'}** (counts).")
+    p = cmp(by.get("sth"), "params_m")
+    if p:
+        lines.append(f"- **STH has fewer parameters than a 2D ResNet-50** (seed 004): {p[0]:.2f} M vs TSN {p[1]:.2f} M: "
+                     f"**{'holds' if p[0] < p[1] else 'does not hold'}** ({100 * (p[0] / p[1] - 1):+.1f}%).")
+    two, rgb = by.get("st-resnet"), by.get("st-resnet-rgb")
+    if two and rgb and two.complexity and rgb.complexity:
+        text = (f"- **What the motion stream costs** (seed 003): the two-stream network has {two.value('params_m'):.2f} M "
+                f"parameters and {two.value('flops_g'):.1f} GFLOPs per clip against the RGB stream's "
+                f"{rgb.value('params_m'):.2f} M and {rgb.value('flops_g'):.1f} G (x{two.value('flops_g') / rgb.value('flops_g'):.2f})")
+        if two.speed and rgb.speed:
+            text += f", and runs at {two.speed.videos_per_s / rgb.speed.videos_per_s:.2f}x the RGB stream's videos/s"
+        for part, cost in (two.info.get("flow_cost") or {}).items():
+            if cost:
+                text += (f"; before that, TV-L1 flow cost {cost['seconds_per_clip']:.2f} s per {cost['resolution']} px clip "
+                         f"of {cost['fields_per_clip'] + 1} frames on the {part} proxy ({cost['method']}), which the "
+                         "speed column does not include")
+        lines.append(text + ". This is the cost the STM paper argues against (section 1).")
+    for m in ("tsm", "stsm", "sth", "st-resnet-rgb", "st-resnet", "stm"):
+        r = by.get(m)
+        if r and r.speed and r.speed.ratio_vs_tsn is not None:
+            lines.append(f"- {r.setting}: {r.speed.ratio_vs_tsn:.2f}x TSN's videos/s ({r.speed.device}).")
+    return "\n".join(lines) if lines else "No counts or speeds in this result."
 
 
 # ---- the page -----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from stm_lib.book import stats
 from stm_lib.book.result import Complexity, Result, Row, SeedRun, Speed, claim, paper_text
 from stm_lib.book.tables import GPU_SEEDS, GPU_SPEED, Table, check_profile, get
 from stm_lib.config import Config, full_recipe
-from stm_lib.models import describe_widths
+from stm_lib.models import describe_widths, get_variant
 from stm_lib.io import atomic_copy, atomic_write_json, atomic_write_text
 
 # small files of a cached run copied next to results.json (checkpoints stay in the cache)
@@ -205,6 +205,11 @@ class _Run:
         if self.profile == "full" and self.t.pretrain and root:   # Table 4: <root>/{kinetics400,ucf101,hmdb51}
             root = str(Path(root) / data["dataset"])
         batch = full_recipe(frames)["batch_size"] if self.profile == "full" else p["batch_size"]
+        if get_variant(model).flow_stack and data["dataset"].startswith("proxy-"):   # two-stream: the proxy's flow
+            from stm_lib.config import DataConfig
+            from stm_lib.data.proxy import proxy_path
+
+            data["flow_root"] = str(proxy_path(data["dataset"].split("-", 1)[1], DataConfig(**data))[0] / "flow")
         d = {
             "model": dict(name=model, frames=frames, num_classes=0, width_mult=p["width_mult"],
                           pretrained=pretrained if pretrained is not None else p["pretrained"]),
@@ -241,6 +246,8 @@ class _Run:
                 init = pretrained.get((r.model, seed))
                 cfg = self.config(r.model, r.run_frames, part.name, seed, init, finetune=init is not None)
                 sr, ev = self.train_eval(cfg, self.label(r, part.name, seed))
+                if cfg.data.flow_root and cfg.data.dataset.startswith("proxy-"):   # what the motion stream cost
+                    r.info.setdefault("flow_cost", {})[part.name] = _prepare_proxy(cfg)
                 r.seeds.setdefault(m1, []).append(ev["top1"])
                 r.seeds.setdefault(m5, []).append(ev["top5"])
                 r.n_val[m1] = r.n_val[m5] = ev["n"]
@@ -308,14 +315,17 @@ class _Run:
                 r.status = "exact"   # becomes the profile's once its accuracy is trained
             print(f"{r.id}: {r.complexity.params_m:.2f}M params, {r.complexity.flops_g:.3f}G FLOPs", flush=True)
 
-    def measure_speed(self, rows: list[Row], models=("tsn", "tsm", "stm"), frames=(8, 16)) -> None:
-        """Videos/s of the forward pass (Table 9 protocol: batch 16, data loading excluded), every
-        model in the same process on the same device; adds TSN reference rows."""
+    def measure_speed(self, rows: list[Row]) -> None:
+        """Videos/s of the forward pass (Table 9 protocol: batch 16, data loading excluded) of TSN,
+        TSM and every row's model at the table's `speed_frames`, all in this process on the same
+        device; TSN / TSM rows the table lacks are added as speed references."""
         from stm_lib.config import ModelConfig
         from stm_lib.engine.distributed import resolve_device
         from stm_lib.models import build_model
         from stm_lib.profile import measure_throughput
 
+        models = list(dict.fromkeys(["tsn", "tsm"] + [r.model for r in rows if r.model]))
+        frames = self.t.speed_frames
         sp = dict(self.p["speed"])
         dev = resolve_device(self.device)
         if dev.type == "cuda" and self.profile == "proxy":
@@ -328,16 +338,15 @@ class _Run:
                                                          sp["warmup"], sp["repeats"])
                 print(f"{name} {t}F: {measured[(name, t)]['videos_per_s']:.2f} videos/s", flush=True)
                 del m
-        by_id = {r.id: r for r in rows}
+        by_model = {(r.model, r.frames): r for r in rows if r.model}
         for (name, t), res in measured.items():
-            rid = f"{name}-{t}"
-            if rid not in by_id:
-                by_id[rid] = Row(rid, f"{name.upper()} (speed reference)", name, t, "not_run", "speed reference",
-                                 reference=True)
-                rows.append(by_id[rid])
-            by_id[rid].speed = Speed(res["videos_per_s"], res["device"],
-                                     res["videos_per_s"] / measured[("tsn", t)]["videos_per_s"],
-                                     res["videos_per_s"] / measured[("tsm", t)]["videos_per_s"], sp)
+            if (name, t) not in by_model:
+                by_model[(name, t)] = Row(f"{name}-{t}", f"{name.upper()} (speed reference)", name, t, "not_run",
+                                          "speed reference", reference=True)
+                rows.append(by_model[(name, t)])
+            by_model[(name, t)].speed = Speed(res["videos_per_s"], res["device"],
+                                              res["videos_per_s"] / measured[("tsn", t)]["videos_per_s"],
+                                              res["videos_per_s"] / measured[("tsm", t)]["videos_per_s"], sp)
         self.speed_setting = {**sp, "device": next(iter(measured.values()))["device"]}
 
 
@@ -350,6 +359,8 @@ def cache_key(cfg: Config, cache_dir: str | Path | None = None) -> str:
     for section, names in _NOT_IDENTITY.items():
         for n in names:
             d[section].pop(n, None)
+    if d["data"].get("flow_root"):   # where the flow lies is not what it is (unset: keys as before)
+        d["data"]["flow_root"] = "set"
     pre = d["model"].get("pretrained")
     if pre and cache_dir and Path(pre).is_absolute() and Path(pre).is_relative_to(Path(cache_dir).resolve()):
         d["model"]["pretrained"] = "cache:" + str(Path(pre).relative_to(Path(cache_dir).resolve()))
@@ -426,13 +437,17 @@ def run_full_or_local(cfg: Config) -> Path:
     return train(cfg, command=f"stm_lib.book.runner (in-process train of {cfg.model.name})")
 
 
-def _prepare_proxy(cfg: Config) -> None:
-    """Generate a proxy dataset (or find it in the cache) quietly before training, so the page
-    shows no progress bar on stderr."""
+def _prepare_proxy(cfg: Config, progress: bool = False) -> dict | None:
+    """Generate a proxy dataset (or find it in the cache) before training, quietly unless
+    `progress` (a page shows no progress bar on stderr), and its optical flow when the run reads
+    flow; the flow's cost record, else None."""
     if cfg.data.dataset.startswith("proxy-"):
-        from stm_lib.data import proxy
+        from stm_lib.data import flow, proxy
 
-        proxy.ensure_proxy(cfg.data.dataset.split("-", 1)[1], cfg.data, progress=False)
+        proxy.ensure_proxy(cfg.data.dataset.split("-", 1)[1], cfg.data, progress=progress)
+        if cfg.data.flow_root:
+            return flow.proxy_flow(cfg.data.dataset, cfg.data, progress=progress)
+    return None
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

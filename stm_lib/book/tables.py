@@ -90,6 +90,10 @@ class Table:
     speed: bool = False                     # measure videos/s (Table 9)
     train: bool = True                      # False: nothing trained (Figure 1 is its own notebook)
     chapter: bool = False                   # a chapter beyond the paper's tables (listed apart, never required)
+    rows: tuple[dict, ...] = ()             # a chapter's own rows (no paper numbers); paper tables: paper.py
+    own_claims: tuple[tuple[str, str], ...] = ()   # a chapter's orderings to judge (paper tables: paper.CLAIMS)
+    speed_frames: tuple[int, ...] = (8, 16)  # frame counts the speed is measured at (Table 9: both)
+    tradeoff: bool = False                  # plot accuracy against FLOPs and against measured videos/s
     frames: str = ("frames: the paper's; run_frames: as run here (the profile's frame count at smoke/proxy, "
                    "where 16-frame rows are not trained; the paper's at full)")
 
@@ -99,16 +103,18 @@ class Table:
 
     @property
     def notebook(self) -> str:
-        return self.id if self.id == "figure1" else f"table{self.id}"
+        return self.id if self.id == "figure1" or self.chapter else f"table{self.id}"
 
     def paper_rows(self) -> list[dict]:
-        """A fresh copy of the paper's rows (paper.py); [] for Figure 1."""
+        """A fresh copy of the paper's rows (paper.py), a chapter's own rows; [] for Figure 1."""
+        if self.chapter:
+            return [dict(r) for r in self.rows]
         return paper_rows(self.id) if self.id != "figure1" else []
 
     @property
     def claims(self) -> list[tuple[str, str]]:
-        """(better, worse) row ids the paper's text orders on top-1 of every part."""
-        return list(CLAIMS.get(self.id, []))
+        """(better, worse) row ids the paper's text (a chapter: its seed papers) orders on top-1 of every part."""
+        return list(self.own_claims) if self.chapter else list(CLAIMS.get(self.id, []))
 
     @property
     def metrics(self) -> list[str]:
@@ -184,6 +190,25 @@ TABLES: dict[str, Table] = {t.id: t for t in [
            ("paper:videos_per_s", "paper videos/s (1080 Ti)"), ("videos_per_s", "videos/s here"),
            ("ratio_vs_tsm", "speed / TSM"), ("paper:top1", "paper top-1"), ("top1", "measured top-1"),
            ("status", "status")), complexity=True, speed=True),
+    # Beyond the paper (issue 13): the seed papers' modules on one footing. Rows carry no paper
+    # numbers; the orderings are what each seed's abstract claims (seeds 002-004 in ../shared/seeds).
+    Table("relatives", "STM among its relatives", "the temporal and scene proxies",
+          (Part("temporal", "top1_temporal", "ssv1", "proxy-temporal"),
+           Part("scene", "top1_scene", "kinetics400", "proxy-scene")),
+          (("setting", "model"), ("source", "from"), ("params_m", "params (M)"), ("flops_g", "FLOPs (G)"),
+           ("videos_per_s", "videos/s"), ("ratio_vs_tsn", "speed / TSN"), ("top1_temporal", "temporal proxy top-1"),
+           ("top1_scene", "scene proxy top-1"), ("status", "status")),
+          complexity=True, speed=True, chapter=True, speed_frames=(8,), tradeoff=True,
+          rows=tuple(dict(id=m, setting=name, model=m, frames=8, source=src) for m, name, src in (
+              ("tsn", "TSN", "Wang et al. 2016 (the 2D baseline)"),
+              ("tsm", "TSM", "Lin et al. 2019"),
+              ("stsm", "STSM", "seed 002"),
+              ("sth", "STH", "seed 004"),
+              ("st-resnet-rgb", "ST-ResNet, RGB stream", "seed 003"),
+              ("st-resnet", "ST-ResNet, two-stream", "seed 003"),
+              ("stm", "STM", "seed 001 (the paper)"))),
+          own_claims=(("stsm", "tsn"), ("sth", "tsn"), ("st-resnet-rgb", "tsn"), ("st-resnet", "st-resnet-rgb"),
+                      ("stm", "tsm"), ("stm", "tsn"))),
     Table("figure1", "Feature maps vs optical flow", _SSV1, _one("ssv1"),
           (("setting", "feature map"), ("corr_with_flow", "correlation with flow magnitude"), ("status", "status")),
           train=False),

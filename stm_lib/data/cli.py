@@ -114,24 +114,12 @@ def _check(args) -> int:
 
 
 def _flow(args) -> int:
-    import numpy as np
-
-    from stm_lib.data import decode, flow
-    from stm_lib.data.check import annotation_lists
-    from stm_lib.data.datasets import read_annotations
+    from stm_lib.data import flow
 
     root = _root(args.dataset, args.data_root, True)
-    reader, lists = annotation_lists(args.dataset, args.val_list_file)
-    samples = {}  # every clip of every fold once (HMDB-51's folds each leave some clips out)
-    for _, split, fold in lists:
-        if split in args.splits:
-            _, ss = read_annotations(reader, root, split, fold, args.list_file, args.val_list_file)
-            for s in ss[:args.limit] if args.limit else ss:
-                samples.setdefault(s.id, s)
     t0 = time.perf_counter()
-    res = flow.extract_dataset(list(samples.values()), args.out,
-                               lambda s: decode.read_clip(s.path, lambda n: np.arange(n))[0],
-                               max_side=args.max_side, progress=sys.stderr.isatty())
+    res = flow.extract_listed(args.dataset, root, args.out, args.splits, args.list_file, args.val_list_file,
+                              args.limit, args.max_side, progress=sys.stderr.isatty())
     print(f"optical flow into {args.out}: {res['extracted']} clips extracted, {res['already_there']} already there, "
           f"{len(res['failed'])} failed ({time.perf_counter() - t0:.1f} s)")
     for vid, why in res["failed"]:

@@ -12,8 +12,10 @@ temporary name and renamed when complete, so an interrupted extraction resumes w
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +150,53 @@ def extract_dataset(samples, flow_root, read_frames, max_side: int = 0, progress
         except (OSError, ValueError) as e:
             failed.append((s.id, f"{type(e).__name__}: {e}"))
     return {"extracted": done, "already_there": skipped, "failed": failed}
+
+
+def extract_listed(dataset: str, root, out, splits=("train", "val"), list_file=None, val_list_file=None,
+                   limit: int = 0, max_side: int = 0, progress: bool = True) -> dict:
+    """`stm data flow`: the flow of every clip in the dataset's annotation lists (each clip once,
+    though HMDB-51's folds repeat clips), into `<out>/<clip id>`."""
+    from stm_lib.data import decode
+    from stm_lib.data.check import annotation_lists
+    from stm_lib.data.datasets import read_annotations
+
+    reader, lists = annotation_lists(dataset, val_list_file)
+    samples = {}
+    for _, split, fold in lists:
+        if split in splits:
+            _, ss = read_annotations(reader, root, split, fold, list_file, val_list_file)
+            for s in ss[:limit] if limit else ss:
+                samples.setdefault(s.id, s)
+    return extract_dataset(list(samples.values()), out, lambda s: decode.read_clip(s.path, lambda n: np.arange(n))[0],
+                           max_side=max_side, progress=progress)
+
+
+def proxy_flow(dataset: str, cfg, progress: bool = False) -> dict:
+    """A proxy's flow in `<proxy>/flow` (where the book's runner points `flow_root`), extracted once
+    and resumably; returns its cost record `<proxy>/flow/flow.json` (the two-stream model's price,
+    reported next to its accuracy)."""
+    import cv2
+
+    from stm_lib.data import proxy
+    from stm_lib.io import atomic_write_json
+    from stm_lib.provenance import hardware
+
+    root = proxy.ensure_proxy(dataset.split("-", 1)[1], cfg, progress=False)
+    out = root / "flow"
+    record = out / "flow.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    t0 = time.perf_counter()
+    res = extract_listed(dataset, root, out, progress=progress)
+    seconds = time.perf_counter() - t0
+    if res["failed"]:
+        vid, why = res["failed"][0]
+        raise RuntimeError(f"optical flow failed for {len(res['failed'])} clip(s) of {root}, e.g. {vid}: {why}")
+    n = res["extracted"] + res["already_there"]
+    cost = {"clips": n, "extracted_now": res["extracted"], "seconds": round(seconds, 1),
+            "seconds_per_clip": round(seconds / max(1, res["extracted"]), 4),
+            "fields_per_clip": cfg.proxy_frames - 1, "resolution": cfg.proxy_resolution,
+            "method": f"OpenCV {cv2.__version__} DualTVL1, CPU", "cpu": hardware().get("cpu"),
+            "cv2_threads": cv2.getNumThreads()}
+    atomic_write_json(record, cost)
+    return cost

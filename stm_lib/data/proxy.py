@@ -305,14 +305,19 @@ def cache_dir(cache: str | None = None) -> Path:
     return Path(cache or os.environ.get("STM_PROXY_CACHE") or "~/.cache/stm/proxy").expanduser()
 
 
-def ensure_proxy(kind: str, cfg, progress: bool = True) -> Path:
-    """The proxy described by a DataConfig's proxy_* fields, generated on first use and cached
-    under `<proxy_cache>/<kind>-<hash of params_of>` (every parameter that changes the files,
-    the generator version and the JPEG quality included)."""
+def proxy_path(kind: str, cfg) -> tuple[Path, dict]:
+    """Where the proxy of a DataConfig's proxy_* fields lives (generated or not) and its
+    parameters: `<proxy_cache>/<kind>-<hash of params_of>` (every parameter that changes the
+    files, the generator version and the JPEG quality included)."""
     p = params_of(kind, cfg.proxy_videos, cfg.proxy_classes, cfg.proxy_frames, cfg.proxy_resolution,
                   getattr(cfg, "proxy_seed", 0), getattr(cfg, "proxy_jpeg_quality", None))
     key = hashlib.sha1(json.dumps(p, sort_keys=True).encode()).hexdigest()[:12]
-    out = cache_dir(cfg.proxy_cache) / f"{kind}-{key}"
+    return cache_dir(cfg.proxy_cache) / f"{kind}-{key}", p
+
+
+def ensure_proxy(kind: str, cfg, progress: bool = True) -> Path:
+    """The proxy described by a DataConfig's proxy_* fields (`proxy_path`), generated on first use."""
+    out, p = proxy_path(kind, cfg)
     if (out / "proxy.json").is_file():
         return out
     return make_proxy(kind, out, p["videos"], p["classes"], p["frames"], p["resolution"], p["seed"], progress,

@@ -1,0 +1,55 @@
+"""The chapter "STM among its relatives" (issue 13): its table, the two-stream model's flow on a
+proxy, cost readings checked against hand-made counts, and run identities that did not move."""
+from stm_lib.book import report, runner
+from stm_lib.book.result import Complexity, Result, Row, Speed
+from stm_lib.book.tables import TABLES
+from stm_lib.config import Config
+
+MODELS = ["tsn", "tsm", "stsm", "sth", "st-resnet-rgb", "st-resnet", "stm"]
+
+
+def test_chapter_table_has_every_relative_on_both_proxies():
+    t = TABLES["relatives"]
+    assert t.chapter and t.notebook == "relatives" and [r["model"] for r in t.paper_rows()] == MODELS
+    assert [(p.name, p.proxy_dataset) for p in t.parts] == [("temporal", "proxy-temporal"), ("scene", "proxy-scene")]
+    assert t.complexity and t.speed and t.speed_frames == (8,)
+    assert ("st-resnet", "st-resnet-rgb") in t.claims and not any(r.get("paper_top1") for r in t.paper_rows())
+    plan = runner.plan("relatives", "smoke", 1)
+    assert sorted((row, part) for row, part, _, _ in plan) == sorted((m, p) for m in MODELS for p in ("temporal", "scene"))
+
+
+def test_two_stream_rows_read_the_proxys_own_flow_and_keys_ignore_where_it_lies(tmp_path):
+    plan = {(row, part): cfg for row, part, _, cfg in runner.plan("relatives", "smoke", 1)}
+    two, rgb = plan[("st-resnet", "temporal")], plan[("st-resnet-rgb", "temporal")]
+    assert two.data.flow_root and two.data.flow_root.endswith("/flow") and rgb.data.flow_root is None
+    moved = two.update("data", flow_root=str(tmp_path / "elsewhere"))
+    assert runner.cache_key(moved) == runner.cache_key(two)
+    # an unset flow_root leaves a run's identity exactly as before the chapter existed
+    d = Config().to_dict()
+    assert runner.cache_key(Config.from_dict(d)) == runner.cache_key(Config.from_dict(d).update("data", flow_root=None))
+
+
+def _row(model, params, flops, vps=None, tsn_vps=None):
+    r = Row(model, model.upper(), model, 8, "exact", "")
+    r.complexity = Complexity(params, flops, {})
+    if vps:
+        r.speed = Speed(vps, "CPU", vps / tsn_vps, None, {})
+    return r
+
+
+def test_cost_readings_follow_the_counts():
+    rows = [_row("tsn", 23_000_000, 32_000_000_000, 10.0, 10.0), _row("stsm", 23_000_000, 32_000_000_000, 9.0, 10.0),
+            _row("sth", 20_000_000, 29_000_000_000)]
+    text = report.cost_readings(Result("relatives", "proxy", "t", None, rows, [], {}, [0], {}))
+    assert "STSM adds no parameters or FLOPs" in text and "holds exactly" in text
+    assert "fewer parameters" in text and "**holds** (-13.0%)" in text and "0.90x TSN" in text
+    rows[1] = _row("stsm", 23_000_001, 32_000_000_000)
+    text = report.cost_readings(Result("relatives", "proxy", "t", None, rows, [], {}, [0], {}))
+    assert "does not hold" in text
+
+
+def test_all_means_the_papers_tables():
+    from stm_lib import reproduce as R
+
+    assert R.table_ids("all") == ["1", "2", "3", "4", "5", "6", "7", "8", "9", "figure1"]
+    assert R.table_ids("relatives") == ["relatives"]
