@@ -353,9 +353,9 @@ def cost_readings(result: Result) -> str:
             text += f", and runs at {two.speed.videos_per_s / rgb.speed.videos_per_s:.2f}x the RGB stream's videos/s"
         for part, cost in (two.info.get("flow_cost") or {}).items():
             if cost:
-                text += (f"; before that, TV-L1 flow cost {cost['seconds_per_clip']:.2f} s per {cost['resolution']} px clip "
-                         f"of {cost['fields_per_clip'] + 1} frames on the {part} proxy ({cost['method']}), which the "
-                         "speed column does not include")
+                text += (f"; before that, TV-L1 flow cost {cost['seconds_per_clip']:.2f} s per clip on the {part} proxy "
+                         f"({cost['fields_per_clip']} fields at {cost.get('flow_side', cost['resolution'])} px, "
+                         f"{cost['method']}), which the speed column does not include")
         lines.append(text + ". This is the cost the STM paper argues against (section 1).")
     for m in ("tsm", "stsm", "sth", "st-resnet-rgb", "st-resnet", "stm"):
         r = by.get(m)
