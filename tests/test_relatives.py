@@ -53,3 +53,21 @@ def test_all_means_the_papers_tables():
 
     assert R.table_ids("all") == ["1", "2", "3", "4", "5", "6", "7", "8", "9", "figure1"]
     assert R.table_ids("relatives") == ["relatives"]
+
+
+def test_figure1_correlates_over_moving_pairs_only():
+    """A still pair carries no flow to resemble: it must not enter the average (issue 10 item 9)."""
+    import numpy as np
+
+    from stm_lib.book import figure1 as F
+
+    rng = np.random.default_rng(0)
+    still = rng.normal(0, 0.1, (20, 20, 2)).astype(np.float32)          # sub-pixel noise
+    moving = np.zeros((20, 20, 2), np.float32)
+    moving[5:15, 5:15, 0] = 5.0                                           # a square moving 5 px
+    assert F.moving_pairs([still, moving]) == [False, True]
+    square = np.zeros((20, 20), np.float32)
+    square[5:15, 5:15] = 1.0
+    maps = {"cmm": np.stack([rng.random((20, 20)).astype(np.float32), square])}
+    assert F.flow_similarity(maps, [still, moving])["cmm"] == 1.0        # the still pair's noise is left out
+    assert np.isnan(F.flow_similarity(maps, [still, still])["cmm"])

@@ -22,9 +22,11 @@ CLIP = Path(__file__).resolve().parents[2] / "book" / "assets" / "bikes_clip.mp4
 
 def find_proxy_stm(runs: str | Path = "runs") -> Path | None:
     """The run folder (with weights) of an STM trained at proxy scale by `make reproduce`: the
-    first seed of Table 5's STM row in the run cache, else an older layout's train/ folder."""
+    first seed of Table 5's STM row in the run cache that converged by the book's rule (else the
+    first with weights), else an older layout's train/ folder."""
     from stm_lib.book.result import Result, SchemaError
 
+    found = []
     for table in ("table5", "table6", "table7", "table1"):
         res = Path(runs) / table / "proxy" / "results.json"
         try:
@@ -33,9 +35,11 @@ def find_proxy_stm(runs: str | Path = "runs") -> Path | None:
             continue
         for row in result.rows:
             if row.model == "stm" and row.id in ("stm", "stm-8"):
-                for r in row.runs:
-                    if r.cache and (Path(runs) / "_cache" / r.cache / "checkpoint_last.pt").exists():
-                        return Path(runs) / "_cache" / r.cache
+                found += [r for r in row.runs
+                          if r.cache and (Path(runs) / "_cache" / r.cache / "checkpoint_last.pt").exists()]
+    if found:
+        best = next((r for r in found if r.converged), found[0])
+        return Path(runs) / "_cache" / best.cache
     for table in ("table5", "table6", "table7", "table1"):
         for rid in ("stm", "stm-8"):
             d = Path(runs) / table / "proxy" / "train" / rid
@@ -74,7 +78,16 @@ def load_weights(frames: int, pretrained: str | None = None, runs: str | Path = 
             e = json.loads(ev.read_text())
             acc = (f", validation top-1 {100 * e['top1']:.1f}% on its {cfg.data.proxy_classes}-class proxy, chance "
                    f"{100 / cfg.data.proxy_classes:.0f}%")
-        return model, (f"the STM trained at **proxy** scale by `{run}` (width x{cfg.model.width_mult}, "
+        from stm_lib.book import stats
+        from stm_lib.book.runner import read_metrics
+        from stm_lib.models import describe_widths
+
+        val = [100 * h["val_top1"] for h in read_metrics(run) if h.get("val_top1") is not None]
+        acc += (", converged by the book's rule" if stats.converged(val) else
+                ", **not** converged by the book's rule (no converged STM run was found)")
+        cmm = describe_widths(cfg.model)[0]["cmm_channels"]
+        return model, (f"the STM trained at **proxy** scale by `{run}` (width x{cfg.model.width_mult}, CMM with "
+                       f"{cmm} channels in the block shown, "
                        f"{cfg.data.input_size} px synthetic clips, epoch {state.get('epoch')}{acc}): it never saw a "
                        "natural image, so its maps show what its filters respond to, not ImageNet features"), \
             "proxy-trained"
@@ -136,15 +149,28 @@ def flow_image(flow: np.ndarray, max_mag: float) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
+MOVING_PX = 2.0   # a pair "moves" when a tenth of its pixels move at least this far (px at the flow's size)
+
+
+def moving_pairs(flows: list[np.ndarray]) -> list[bool]:
+    """Which frame pairs carry motion: the 90th percentile of the flow magnitude >= MOVING_PX. A
+    still pair has no flow to resemble, so its correlation would only measure noise."""
+    return [float(np.percentile(np.linalg.norm(f, axis=-1), 90)) >= MOVING_PX for f in flows]
+
+
 def flow_similarity(maps: dict[str, np.ndarray], flows: list[np.ndarray]) -> dict[str, float]:
-    """Pearson correlation, per frame pair then averaged, between each feature map (resized to
-    the flow's size) and the flow magnitude: does CMM look more like flow than CSTM does?"""
+    """Pearson correlation, per moving frame pair (`moving_pairs`) then averaged, between each
+    feature map (resized to the flow's size) and the flow magnitude: does CMM look more like flow
+    than CSTM does?"""
     import cv2
 
+    moving = moving_pairs(flows)
     out = {}
     for name, m in maps.items():
         cs = []
         for t, f in enumerate(flows):
+            if not moving[t]:
+                continue
             mag = np.linalg.norm(f, axis=-1)
             a = cv2.resize(m[t].astype(np.float32), mag.shape[::-1], interpolation=cv2.INTER_LINEAR)
             if a.std() > 0 and mag.std() > 0:
@@ -220,7 +246,7 @@ def commentary(sim: dict[str, float], kind: str):
 
 
 def result(sim: dict[str, float], profile: str, kind: str, weights: str, frames: int, size: int,
-           seconds_per_pair: float):
+           seconds_per_pair: float, flows: list[np.ndarray] | None = None):
     """The page's Result: one row per feature map, its correlation with the flow magnitude."""
     import math
 
@@ -232,5 +258,9 @@ def result(sim: dict[str, float], profile: str, kind: str, weights: str, frames:
                 seeds={"corr_with_flow": [v]} if math.isfinite(v) else {}) for k, v in sim.items()]
     settings = {"profile": profile, "frames": frames, "input_size": size, "weights": weights, "weights_kind": kind,
                 "clip": "book/assets/bikes_clip.mp4", "tvl1_seconds_per_pair": round(seconds_per_pair, 3)}
+    if flows is not None:   # which pairs moved, so a reader can see what the correlations average over
+        settings["moving_rule"] = f"90th percentile of the flow magnitude >= {MOVING_PX:g} px (flow at <= 160 px)"
+        settings["pair_flow_p90_px"] = [round(float(np.percentile(np.linalg.norm(f, axis=-1), 90)), 2) for f in flows]
+        settings["moving_pairs"] = sum(moving_pairs(flows))
     return Result("figure1", profile, t.title, t.caption or "Feature visualization of STM block (Figure 1).", rows,
                   settings=settings, seeds=[], figures=["figures/figure1.png"])
