@@ -179,7 +179,7 @@ def proxy_flow(dataset: str, cfg, progress: bool = False) -> dict:
 
     from stm_lib.data import proxy
     from stm_lib.io import atomic_write_json
-    from stm_lib.provenance import hardware
+    from stm_lib.provenance import hardware, load_average
 
     root = proxy.ensure_proxy(dataset.split("-", 1)[1], cfg, progress=False)
     out = root / "flow"
@@ -198,6 +198,7 @@ def proxy_flow(dataset: str, cfg, progress: bool = False) -> dict:
             "seconds_per_clip": round(seconds / max(1, res["extracted"]), 4),
             "fields_per_clip": cfg.proxy_frames - 1, "resolution": cfg.proxy_resolution, "flow_side": side,
             "method": f"OpenCV {cv2.__version__} DualTVL1, CPU", "cpu": hardware().get("cpu"),
-            "cv2_threads": cv2.getNumThreads()}
+            "cv2_threads": cv2.getNumThreads(), "load_average_after": load_average(),
+            "cpu_count": os.cpu_count()}
     atomic_write_json(record, cost)
     return cost
