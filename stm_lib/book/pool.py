@@ -58,9 +58,10 @@ def prefetch(tables: list[str], profile: str, seeds: int | None, cache_dir: str 
             key = runner.cache_key(cfg, cache_dir)
             if part == "pretrain":
                 pretrain_key[(cfg.model.name, seed)] = key
-            need = part == "pretrain"
-            if key not in first or need:
-                first[key] = (label, cfg, need or first.get(key, (0, 0, False))[2])
+            need = part == "pretrain"   # a pre-training run must keep its weights for the fine-tunes
+            if key in first:
+                label, cfg, need = first[key][0], first[key][1], first[key][2] or need
+            first[key] = (label, cfg, need)
     failures = _train_all(first, cache_dir, profile, jobs, log)
     if second:
         fine = {}
