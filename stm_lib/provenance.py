@@ -19,16 +19,20 @@ PACKAGES = ("torch", "torchvision", "numpy", "pillow", "fvcore", "papermill", "o
 
 
 def git_state(root: str | Path = ROOT) -> dict:
-    """Commit, whether tracked files differ from it, and branch; None values outside a checkout."""
+    """Commit, whether tracked files differ from it, and branch; None values outside a checkout.
+    `dirty` looks at everything but `runs/`; a change there (a table's own results, rewritten by
+    `stm reproduce TABLE=all` before the next table starts) is `results_changed`, not dirt."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20).stdout.strip()
 
     try:
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)runs")
         return {"commit": git("rev-parse", "HEAD") or None,
-                "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+                "dirty": bool(status),
+                "results_changed": bool(git("status", "--porcelain", "--untracked-files=no", "--", "runs")),
                 "branch": git("rev-parse", "--abbrev-ref", "HEAD") or None}
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None, "branch": None}
+        return {"commit": None, "dirty": None, "results_changed": None, "branch": None}
 
 
 def hardware(device: str | None = None) -> dict:
@@ -96,7 +100,8 @@ def record(command: str | None = None, parameters: dict | None = None, seed: int
     end_git = git_state()
     git = git or end_git
     rec = {"git": git}
-    if end_git != git:
+    code = ("commit", "dirty", "branch")   # results written meanwhile under runs/ are not a code change
+    if [end_git.get(k) for k in code] != [git.get(k) for k in code]:
         rec["git_changed_during_run"] = end_git
     rec.update({
         "command": command or command_line(),

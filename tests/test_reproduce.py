@@ -97,6 +97,30 @@ def test_provenance_records_the_code_at_the_start(fake_book, tmp_path, monkeypat
     assert prov["git"]["commit"] == "c" * 40 and "git_changed_during_run" not in prov
 
 
+def test_results_written_under_runs_are_not_a_dirty_tree(tmp_path):
+    """`make reproduce TABLE=all` rewrites runs/table1/... before Table 2 starts: Table 2's code is
+    still the commit's. A changed code file is dirt; a changed result is only `results_changed`."""
+    import subprocess
+
+    def git(*a):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "runs" / "table1").mkdir(parents=True)
+    (tmp_path / "runs" / "table1" / "results.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "c")
+    assert P.git_state(tmp_path) | {"commit": None} == {"commit": None, "dirty": False, "results_changed": False,
+                                                        "branch": P.git_state(tmp_path)["branch"]}
+    (tmp_path / "runs" / "table1" / "results.json").write_text('{"rows": []}')
+    state = P.git_state(tmp_path)
+    assert state["dirty"] is False and state["results_changed"] is True
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert P.git_state(tmp_path)["dirty"] is True
+
+
 @pytest.mark.parametrize("body", ['raise RuntimeError("boom")', 'x = 1  # finishes without result.json',
                                   'open(out_dir + "/result.json", "w").write("{\\"rows\\": []}")  # schema 1'])
 def test_failure_keeps_previous_result(fake_book, tmp_path, body):
