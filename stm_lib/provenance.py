@@ -25,11 +25,13 @@ def git_state(root: str | Path = ROOT) -> dict:
     def git(*args):
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20).stdout.strip()
 
-    try:
-        status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)runs")
+    try:   # porcelain: "XY path" (or "XY old -> new"), paths from the repository root
+        paths = [line.split(maxsplit=1)[1].split(" -> ")[-1].strip('"')
+                 for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+        in_runs = [p.startswith("runs/") for p in paths]
         return {"commit": git("rev-parse", "HEAD") or None,
-                "dirty": bool(status),
-                "results_changed": bool(git("status", "--porcelain", "--untracked-files=no", "--", "runs")),
+                "dirty": not all(in_runs),
+                "results_changed": any(in_runs),
                 "branch": git("rev-parse", "--abbrev-ref", "HEAD") or None}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None, "results_changed": None, "branch": None}
