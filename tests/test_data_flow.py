@@ -90,6 +90,30 @@ def test_extract_clip_is_atomic_and_readable(tmp_path):
     assert not (tmp_path / "b" / "clip").exists() and not list((tmp_path / "b").iterdir())
 
 
+def test_clips_extracted_side_by_side_match_one_at_a_time(tmp_path):
+    """`jobs` > 1 (threads) writes the very fields one worker writes, for every clip, and
+    reports an unreadable clip without stopping the others."""
+    clips = {f"c{i}": np.stack([texture(24, 32, s * (i + 1)) for s in range(3)]) for i in range(4)}
+    samples = [Sample(k, tmp_path / k, 0) for k in [*clips, "broken"]]
+
+    def read(s):
+        if s.id == "broken":
+            raise OSError("cannot decode")
+        return clips[s.id]
+
+    one = flow.extract_dataset(samples, tmp_path / "one", read, progress=False, jobs=1)
+    many = flow.extract_dataset(samples, tmp_path / "many", read, progress=False, jobs=3)
+    assert one["extracted"] == many["extracted"] == 4 and many["failed"] == [("broken", "OSError: cannot decode")]
+    for k in clips:
+        for i in range(2):
+            for name in flow.field_names(i):
+                a = np.asarray(Image.open(tmp_path / "one" / k / name))
+                b = np.asarray(Image.open(tmp_path / "many" / k / name))
+                assert np.array_equal(a, b), (k, name)
+    again = flow.extract_dataset(samples, tmp_path / "many", read, progress=False, jobs=3)
+    assert again["extracted"] == 0 and again["already_there"] == 4
+
+
 def position_ramps(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Images whose value encodes the pixel's position: 255 * (x + 0.5) / w and the same in y,
     so the same region of a 64x48 frame and of a 32x24 flow field holds the same values."""

@@ -202,3 +202,24 @@ def test_every_table_is_consistent():
     assert full_recipe(8) == {"batch_size": 64, "lr": 0.01, "lr_scale": False} and full_recipe(16)["batch_size"] == 32
     with pytest.raises(ValueError, match="unknown table"):
         get("10")
+
+
+def test_the_page_says_where_runs_were_trained(tmp_path):
+    """run.json's hardware -> SeedRun.trained_on -> one sentence of the settings paragraph."""
+    from stm_lib.book import report, runner
+
+    def run_dir(name, hw):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "run.json").write_text(json.dumps({"hardware": hw}))
+        return d
+
+    gpu = run_dir("g", {"device": "cuda", "gpus": ["NVIDIA H200"], "cpu": "Xeon"})
+    cpu = run_dir("c", {"device": "cpu", "gpus": [], "cpu": "AMD EPYC"})
+    assert runner.trained_on(gpu) == "NVIDIA H200" and runner.trained_on(cpu) == "CPU (AMD EPYC)"
+    assert runner.trained_on(tmp_path / "missing") is None
+    res = _result()
+    for i, run in enumerate(res.row("stm").runs):
+        run.trained_on = "NVIDIA H200" if i else "CPU (AMD EPYC)"
+    assert "Runs trained on: NVIDIA H200 (2 runs), CPU (AMD EPYC) (1 run)." in report.settings_markdown(res)
+    assert Result.from_json(res.to_json()) == res

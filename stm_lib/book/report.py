@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 from stm_lib.book import stats
@@ -396,6 +397,10 @@ def settings_markdown(result: Result) -> str:
     text = f"These numbers come from {what}. "
     if seeds:
         text += f"Training seeds: {', '.join(map(str, seeds))} ({len(seeds)} per trained row). "
+    where = Counter(run.trained_on for r in result.rows for run in r.runs if run.trained_on)
+    if where:
+        text += "Runs trained on: " + ", ".join(f"{k} ({n} run{'s' if n != 1 else ''})"
+                                                 for k, n in where.most_common()) + ". "
     text += f"Settings: {keys}" + (f"; {nested}" if nested else "") + "."
     if channels:   # models.describe_widths: one dict per stage
         text += (" The STM as trained here, per stage (bottleneck width / block output / CMM channels): "

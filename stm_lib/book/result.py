@@ -48,6 +48,7 @@ class SeedRun:
     metrics: dict[str, float] = field(default_factory=dict)   # this seed's values (row metric names)
     cache: str | None = None               # run-cache key (runner.cache_key): one run serves every table
     commit: str | None = None              # git commit that trained it (a cached run may predate this result)
+    trained_on: str | None = None          # the GPU's name, or "CPU (<model>)": from the run's run.json
 
 
 @dataclass

@@ -296,7 +296,8 @@ class _Run:
         sr = SeedRun(cfg.train.seed, str(local.relative_to(self.out)), epochs=len(hist), val_top1=val,
                      train_loss=[h["train_loss"] for h in hist if h.get("train_loss") is not None],
                      converged=stats.converged(val), config=json.loads(json.dumps(cfg.to_dict(), default=list)),
-                     wall_time_s=ev.get("train_seconds"), cache=key, commit=(ev.get("git") or {}).get("commit"))
+                     wall_time_s=ev.get("train_seconds"), cache=key, commit=(ev.get("git") or {}).get("commit"),
+                     trained_on=trained_on(run_dir))
         return sr, ev
 
     # ---- complexity and speed (Tables 8, 9) -------------------------------------------------
@@ -400,6 +401,17 @@ def train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights:
           "train_seconds": round(seconds, 1), "profile": profile, "git": git_state(), "config": cfg.to_dict()}
     atomic_write_json(done, ev)
     return key, run_dir, ev, False
+
+
+def trained_on(run_dir: Path) -> str | None:
+    """Where a cached run was trained, from its run.json: the GPU's name, else "CPU (<model>)"."""
+    try:
+        hw = json.loads((Path(run_dir) / "run.json").read_text()).get("hardware") or {}
+    except (OSError, ValueError):
+        return None
+    if str(hw.get("device", "")).startswith("cuda") and hw.get("gpus"):
+        return hw["gpus"][0]
+    return f"CPU ({hw['cpu']})" if hw.get("cpu") else None
 
 
 def export_backbone(run_dir: Path) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ def register(subparsers) -> None:
     f.add_argument("--val-list-file", help="`list` dataset: validation list")
     f.add_argument("--max-side", type=int, default=0, help="compute flow at most this many px wide (0: full size)")
     f.add_argument("--limit", type=int, default=0, help="only the first N clips of each annotation list (0: all)")
+    f.add_argument("--jobs", type=int, default=0, help="clips extracted at a time, one core each (0: one per core)")
     f.set_defaults(func=_flow)
 
     pb = sub.add_parser("pipeline-bench", help="engine training clips/s over a bare forward/backward loop",
@@ -119,7 +121,8 @@ def _flow(args) -> int:
     root = _root(args.dataset, args.data_root, True)
     t0 = time.perf_counter()
     res = flow.extract_listed(args.dataset, root, args.out, args.splits, args.list_file, args.val_list_file,
-                              args.limit, args.max_side, progress=sys.stderr.isatty())
+                              args.limit, args.max_side, progress=sys.stderr.isatty(),
+                              jobs=args.jobs if args.jobs > 0 else (os.cpu_count() or 1))
     print(f"optical flow into {args.out}: {res['extracted']} clips extracted, {res['already_there']} already there, "
           f"{len(res['failed'])} failed ({time.perf_counter() - t0:.1f} s)")
     for vid, why in res["failed"]:

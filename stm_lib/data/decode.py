@@ -21,7 +21,10 @@ BACKENDS = ("auto", "decord", "pyav")
 
 # PyAV must be loaded before decord: decord bundles its own FFmpeg 4.1 libraries, and whichever
 # loads first wins the shared symbols (decord first breaks PyAV's libvpx encoder, for one).
-import av  # noqa: E402,F401  (always installed)
+try:  # a requirement; missing only in a bare environment that reads frame folders (a lent GPU machine)
+    import av  # noqa: E402
+except ImportError:  # pragma: no cover - depends on the environment
+    av = None
 
 try:  # decord is optional (pyproject extra `video`)
     import decord as _decord
@@ -152,6 +155,8 @@ class PyAVVideo:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        if av is None:
+            raise DecodeError(f"{path}: PyAV is not installed (pip install -r requirements.txt)")
         self._av = av
         self._all: list[np.ndarray] | None = None
         try:
