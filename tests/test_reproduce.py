@@ -200,6 +200,26 @@ def test_plan_follows_the_paper_at_full_and_seeds_vary_only_the_seed():
         runner.plan("5", "smoke", seeds=[1, 1])
 
 
+def test_prefetch_starts_every_rows_first_seed_before_any_second(tmp_path, monkeypatch):
+    """Seed-major order: a prefetch stopped early (a GPU lease ending) leaves every row with its
+    first seeds rather than some rows complete and others empty."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stm_lib.book import pool
+
+    class InOrder(ThreadPoolExecutor):   # one thread: runs execute in submission order
+        def __init__(self, max_workers, mp_context=None, initializer=None):
+            super().__init__(max_workers=1)
+
+    seen = []
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", InOrder)
+    monkeypatch.setattr(pool, "_train_one", lambda cfg, *a: seen.append((cfg.train.seed, cfg.model.name)) or (0.0, 0.0))
+    monkeypatch.setattr(pool.runner, "_prepare_proxy", lambda *a, **k: None)
+    assert pool.prefetch(["5"], "smoke", 2, tmp_path, 1, log=lambda *a, **k: None) == []
+    models = [m for _, m in seen]
+    assert len(seen) == 8 and [s for s, _ in seen] == [0] * 4 + [1] * 4 and models[:4] == models[4:]
+
+
 @pytest.mark.slow
 def test_prefetch_trains_each_run_once_in_parallel_and_notebooks_find_them(tmp_path, capsys):
     """`stm reproduce --jobs 2`: Table 4's fine-tunes wait for their pre-training run; a second

@@ -93,8 +93,10 @@ def _train_all(todo: dict, cache_dir: Path, profile: str, jobs: int, log) -> lis
     import multiprocessing as mp
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_one_thread) as ex:
+        # seed-major: a prefetch stopped early leaves every row with its first seeds, not some rows with all
+        order = sorted(pending.items(), key=lambda kv: kv[1][1].train.seed)
         futures = {ex.submit(_train_one, cfg, str(cache_dir), profile, need): (key, label)
-                   for key, (label, cfg, need) in pending.items()}
+                   for key, (label, cfg, need) in order}
         for f in as_completed(futures):
             key, label = futures[f]
             done += 1
