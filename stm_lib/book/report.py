@@ -354,9 +354,12 @@ def cost_readings(result: Result) -> str:
             text += f", and runs at {two.speed.videos_per_s / rgb.speed.videos_per_s:.2f}x the RGB stream's videos/s"
         for part, cost in (two.info.get("flow_cost") or {}).items():
             if cost:
-                text += (f"; before that, TV-L1 flow cost {cost['seconds_per_clip']:.2f} s per clip on the {part} proxy "
-                         f"({cost['fields_per_clip']} fields at {cost.get('flow_side', cost['resolution'])} px, "
-                         f"{cost['method']}), which the speed column does not include")
+                cpu = cost.get("cpu_seconds_per_clip")   # older records: one clip at a time, wall = CPU time
+                text += (f"; before that, TV-L1 flow cost {cpu if cpu is not None else cost['seconds_per_clip']:.2f} "
+                         f"CPU-seconds per clip on the {part} proxy ({cost['fields_per_clip']} fields at "
+                         f"{cost.get('flow_side', cost['resolution'])} px, {cost['method']}; {cost['clips']} clips in "
+                         f"{cost['seconds']:.0f} s wall with {cost.get('clips_at_a_time', 1)} at a time on "
+                         f"{cost.get('cpu_count', '?')} cores), which the speed column does not include")
         lines.append(text + ". This is the cost the STM paper argues against (section 1).")
     for m in ("tsm", "stsm", "sth", "st-resnet-rgb", "st-resnet", "stm"):
         r = by.get(m)
