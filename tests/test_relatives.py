@@ -48,6 +48,17 @@ def test_cost_readings_follow_the_counts():
     assert "does not hold" in text
 
 
+def test_flow_cost_is_quoted_in_cpu_seconds_with_its_wall_time():
+    """Clips extracted side by side: the per-clip price is CPU time (every thread's), not wall / clips."""
+    two, rgb = _row("st-resnet", 47_000_000, 66_000_000_000, 2.0, 10.0), _row("st-resnet-rgb", 24_000_000, 33_000_000_000)
+    two.info["flow_cost"] = {"temporal": dict(clips=1000, seconds=75.3, seconds_per_clip=0.0753, cpu_seconds_per_clip=1.1,
+                                              fields_per_clip=15, resolution=64, flow_side=32, method="OpenCV DualTVL1",
+                                              clips_at_a_time=16, cpu_count=16)}
+    text = report.cost_readings(Result("relatives", "proxy", "t", None, [two, rgb], [], {}, [0], {}))
+    assert "TV-L1 flow cost 1.10 CPU-seconds per clip on the temporal proxy" in text
+    assert "1000 clips in 75 s wall with 16 at a time on 16 cores" in text
+
+
 def test_all_means_the_papers_tables():
     from stm_lib import reproduce as R
 
