@@ -82,3 +82,25 @@ def test_figure1_correlates_over_moving_pairs_only():
     maps = {"cmm": np.stack([rng.random((20, 20)).astype(np.float32), square])}
     assert F.flow_similarity(maps, [still, moving])["cmm"] == 1.0        # the still pair's noise is left out
     assert np.isnan(F.flow_similarity(maps, [still, still])["cmm"])
+
+
+def test_committed_chapter_has_every_relative_and_its_page_reads_the_costs():
+    """Issue 13's must-show on the committed run (skipped in a checkout without it): every model on
+    both proxies with >= 3 seeds, exact counts and a measured speed on a named device; the book page
+    built from it carries the cost readings the notebook shows."""
+    from pathlib import Path
+
+    import pytest
+
+    f = Path(__file__).resolve().parents[1] / "runs" / "relatives" / "proxy" / "results.json"
+    if not f.is_file():
+        pytest.skip("no committed relatives run")
+    result = Result.load(f)
+    by = {r.model: r for r in result.rows}
+    assert sorted(by) == sorted(MODELS)
+    for m in MODELS:
+        r = by[m]
+        assert len(r.seeds["top1_temporal"]) >= 3 and len(r.seeds["top1_scene"]) >= 3, m
+        assert r.complexity.params > 0 and r.complexity.flops > 0 and r.speed.videos_per_s > 0 and r.speed.device
+    md = report.page(result, TABLES["relatives"])
+    assert report.cost_readings(result) in md and "STH has fewer parameters" in md

@@ -533,7 +533,10 @@ def page(result: Result, table: Table, figures: list[str] = (), files: dict[str,
         parts += [f"![{Path(p).stem}]({(files or {})[p]})" for p in stored]
     if table.speed and benches:
         parts.append(bench_section(list(benches)))
-    parts += ["## What the numbers say", commentary(result, table)]
+    parts.append("## What the numbers say")
+    if table.id == "relatives":   # the seed papers' cost claims, as the chapter's notebook shows them
+        parts.append(cost_readings(result))
+    parts.append(commentary(result, table))
     if other_profiles:
         parts.append(f"Other runs of this table in `runs/`: {', '.join(other_profiles)} (the book shows "
                      f"the {label} run).")
