@@ -1,5 +1,9 @@
 """The chapter "STM among its relatives" (issue 13): its table, the two-stream model's flow on a
 proxy, cost readings checked against hand-made counts, and run identities that did not move."""
+from pathlib import Path
+
+import pytest
+
 from stm_lib.book import report, runner
 from stm_lib.book.result import Complexity, Result, Row, Speed
 from stm_lib.book.tables import TABLES
@@ -88,10 +92,6 @@ def test_committed_chapter_has_every_relative_and_its_page_reads_the_costs():
     """Issue 13's must-show on the committed run (skipped in a checkout without it): every model on
     both proxies with >= 3 seeds, exact counts and a measured speed on a named device; the book page
     built from it carries the cost readings the notebook shows."""
-    from pathlib import Path
-
-    import pytest
-
     f = Path(__file__).resolve().parents[1] / "runs" / "relatives" / "proxy" / "results.json"
     if not f.is_file():
         pytest.skip("no committed relatives run")

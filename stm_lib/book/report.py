@@ -534,7 +534,7 @@ def page(result: Result, table: Table, figures: list[str] = (), files: dict[str,
     if table.speed and benches:
         parts.append(bench_section(list(benches)))
     parts.append("## What the numbers say")
-    if table.id == "relatives":   # the seed papers' cost claims, as the chapter's notebook shows them
+    if table.chapter:   # a chapter beyond the paper: its seed papers' cost claims, as its notebook shows them
         parts.append(cost_readings(result))
     parts.append(commentary(result, table))
     if other_profiles:
