@@ -45,7 +45,10 @@ class DataConfig:
     test_crops: int = 1               # 1 = centre crop, 3 = three crops (paper accuracy tables)
     num_workers: int = 2
     # embedded proxy datasets (stm_lib.data.proxy)
-    proxy_videos: int = 1000
+    # 2000: from scratch, 8 epochs of 1000 clips are 400 SGD steps at batch 16, too few for even the
+    # frame-difference reference to learn the temporal proxy (runs/calibration/README.md, session 8);
+    # the book's proxy profile sets its own count (stm_lib/book/tables.py)
+    proxy_videos: int = 2000
     proxy_classes: int = 10
     proxy_frames: int = 16
     proxy_resolution: int = 64

@@ -84,7 +84,9 @@ def register(subparsers) -> None:
     m = sub.add_parser("make-proxy", help="generate a proxy dataset in the Something-Something v1 layout")
     m.add_argument("--kind", required=True, choices=("temporal", "scene"))
     m.add_argument("--out", required=True, help="output folder (written atomically)")
-    m.add_argument("--videos", type=int, default=1000)
+    from stm_lib.config import DataConfig   # the count `stm train --dataset proxy-*` generates
+
+    m.add_argument("--videos", type=int, default=DataConfig.proxy_videos)
     m.add_argument("--classes", type=int, default=10)
     m.add_argument("--frames", type=int, default=16)
     m.add_argument("--resolution", type=int, default=64)
