@@ -95,7 +95,8 @@ def _add_train(sub) -> None:
     g.add_argument("--test-clips", type=int, help="recorded in the run's config only: per-epoch validation is "
                    "1 clip x 1 crop; `stm evaluate --clips` sets the test views")
     g.add_argument("--test-crops", type=int, choices=[1, 3], help="recorded only, like --test-clips (`stm evaluate --crops`)")
-    g.add_argument("--proxy-videos", type=int, help="proxy datasets: clips generated (default 2000; 20%% val; the book's tables use 1000)")
+    g.add_argument("--proxy-videos", type=int, help=f"proxy datasets: clips generated (default {DataConfig.proxy_videos}; 20%% val; "
+                   "the book's tables use 1000)")
     g.add_argument("--proxy-classes", type=int, help="proxy datasets: classes (default 10)")
     g.add_argument("--proxy-frames", type=int, help="proxy datasets: frames per clip (default 16)")
     g.add_argument("--proxy-resolution", type=int, help="proxy datasets: frame side in px (default 64)")
