@@ -99,3 +99,28 @@ def test_committed_chapter_has_every_relative_and_its_page_reads_the_costs():
         assert r.complexity.params > 0 and r.complexity.flops > 0 and r.speed.videos_per_s > 0 and r.speed.device
     md = report.page(result, TABLES["relatives"])
     assert report.cost_readings(result) in md and "STH has fewer parameters" in md
+    assert TABLES["relatives"].claims_lead in md and report.commentary(result, TABLES["relatives"]) in md
+
+
+def test_notebook_and_page_say_the_same_about_the_numbers():
+    """"What the numbers say" is written once (report.numbers_say): each notebook shows exactly
+    what its book page shows, with no prose or call of its own beside it."""
+    import json
+    book = Path(__file__).resolve().parents[1] / "book"
+    for t in TABLES.values():
+        nb = book / f"{t.notebook}.ipynb"
+        if not t.train or not nb.is_file():
+            continue
+        cells = json.loads(nb.read_text())["cells"]
+        i = next(k for k, c in enumerate(cells) if "".join(c["source"]).startswith("## What the numbers say"))
+        assert "".join(cells[i]["source"]).strip() == "## What the numbers say", nb.name
+        assert "".join(cells[i + 1]["source"]).strip() == "Markdown(report.numbers_say(result, table))", nb.name
+        code = "".join("".join(c["source"]) for c in cells)
+        assert "report.commentary(" not in code and "report.cost_readings(" not in code, nb.name
+    rows = [_row("tsn", 24.0e6, 33.0e9), _row("sth", 20.0e6, 30.0e9)]
+    result = Result("relatives", "proxy", "t", None, rows, [], {}, [0], {})
+    text = report.numbers_say(result, TABLES["relatives"])
+    assert text.index("STH has fewer parameters") < text.index(TABLES["relatives"].claims_lead)
+    assert text in report.page(result, TABLES["relatives"])
+    paper = Result("5", "proxy", "t", None, [], [], {}, [0], {})
+    assert report.numbers_say(paper, TABLES["5"]).startswith("Each ordering the paper draws from this table")

@@ -368,6 +368,18 @@ def cost_readings(result: Result) -> str:
     return "\n".join(lines) if lines else "No counts or speeds in this result."
 
 
+def numbers_say(result: Result, table: Table) -> str:
+    """The body of "What the numbers say", one text for the notebook and the book page: a chapter's
+    cost claims first (counts and speeds), then every ordering with its verdict."""
+    parts = []
+    if table.chapter:
+        parts += ["The seed papers' cost claims, read off the counts and this run's speeds:", cost_readings(result)]
+    parts.append(table.claims_lead or "Each ordering the paper draws from this table, judged on the spread between "
+                 "training seeds (`stm_lib/book/stats.py`).")
+    parts.append(commentary(result, table))
+    return "\n\n".join(parts)
+
+
 # ---- the page -----------------------------------------------------------------------------------
 
 def intro_markdown(table: Table) -> str:
@@ -533,10 +545,7 @@ def page(result: Result, table: Table, figures: list[str] = (), files: dict[str,
         parts += [f"![{Path(p).stem}]({(files or {})[p]})" for p in stored]
     if table.speed and benches:
         parts.append(bench_section(list(benches)))
-    parts.append("## What the numbers say")
-    if table.chapter:   # a chapter beyond the paper: its seed papers' cost claims, as its notebook shows them
-        parts.append(cost_readings(result))
-    parts.append(commentary(result, table))
+    parts += ["## What the numbers say", numbers_say(result, table)]
     if other_profiles:
         parts.append(f"Other runs of this table in `runs/`: {', '.join(other_profiles)} (the book shows "
                      f"the {label} run).")

@@ -94,6 +94,7 @@ class Table:
     own_claims: tuple[tuple[str, str], ...] = ()   # a chapter's orderings to judge (paper tables: paper.CLAIMS)
     speed_frames: tuple[int, ...] = (8, 16)  # frame counts the speed is measured at (Table 9: both)
     tradeoff: bool = False                  # plot accuracy against FLOPs and against measured videos/s
+    claims_lead: str = ""                   # what the orderings can and cannot say (a chapter; paper tables: one stock line)
     frames: str = ("frames: the paper's; run_frames: as run here (the profile's frame count at smoke/proxy, "
                    "where 16-frame rows are not trained; the paper's at full)")
 
@@ -208,7 +209,12 @@ TABLES: dict[str, Table] = {t.id: t for t in [
               ("st-resnet", "ST-ResNet, two-stream", "seed 003"),
               ("stm", "STM", "seed 001 (the paper)"))),
           own_claims=(("stsm", "tsn"), ("sth", "tsn"), ("st-resnet-rgb", "tsn"), ("st-resnet", "st-resnet-rgb"),
-                      ("stm", "tsm"), ("stm", "tsn"))),
+                      ("stm", "tsm"), ("stm", "tsn")),
+          claims_lead=("Their accuracy claims, judged on the spread between training seeds (`stm_lib/book/stats.py`) "
+                       "on each proxy. What a proxy can say: whether a module lets a small network read motion that "
+                       "no single frame carries (temporal proxy), and whether it costs anything where motion is a "
+                       "nuisance (scene proxy). What it cannot: how the modules rank with ImageNet weights on the "
+                       "real datasets, where the seed papers' own numbers come from.")),
     Table("figure1", "Feature maps vs optical flow", _SSV1, _one("ssv1"),
           (("setting", "feature map"), ("corr_with_flow", "correlation with flow magnitude"), ("status", "status")),
           train=False),
