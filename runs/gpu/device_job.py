@@ -11,7 +11,6 @@ the page needs each run's metrics, evaluation and provenance, not its weights.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -22,20 +21,12 @@ from pathlib import Path
 
 T0 = time.time()
 ROOT = Path(__file__).resolve().parents[2]
-KEEP = ("done.json", "run.json", "config.yaml", "command.txt", "metrics.csv", "metrics.jsonl")
+# a pre-training run's backbone.pth (Table 4) comes back too: the fine-tunes' pages need it
+KEEP = ("done.json", "run.json", "config.yaml", "command.txt", "metrics.csv", "metrics.jsonl", "backbone.pth")
 
 
 def log(msg: str) -> None:
     print(f"[{time.time() - T0:6.0f} s] {msg}", flush=True)
-
-
-def proxy_digest(root: Path) -> str:
-    """sha256 of every JPEG of a proxy, in path order: the same digest on two machines is the same data."""
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*.jpg")):
-        if "flow" not in p.parts:
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def run(cmd: list[str], deadline: float, logfile: Path) -> int | None:
@@ -61,6 +52,7 @@ def main() -> int:
     ap.add_argument("--bench-budget", type=float, default=100)
     ap.add_argument("--profile", default="proxy")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--cache", default=str(ROOT / "runs" / "_cache"), help="the run cache to train into")
     a = ap.parse_args()
     out, end = Path(a.out), T0 + a.budget - 25   # 25 s kept for packing
     out.mkdir(parents=True, exist_ok=True)
@@ -81,30 +73,31 @@ def main() -> int:
         log(f"bench: rc {rc}")
 
     from stm_lib.book import runner
-    cfgs = [cfg for t in a.tables for *_, cfg in runner.plan(t, a.profile, a.seeds, device=a.device)]
+    from stm_lib.data.proxy import digest, proxy_path
+    plans = {t: [cfg for *_, cfg in runner.plan(t, a.profile, a.seeds, device=a.device)] for t in a.tables}
+    cfgs = [cfg for c in plans.values() for cfg in c]
     digests = {}
-    for cfg in {c.data.dataset + str(c.data.flow_root is not None): c for c in cfgs}.values():
-        runner._prepare_proxy(cfg.update("data", flow_root=None))   # the proxy itself, once, before any worker
-    from stm_lib.data.proxy import proxy_path
-    for cfg in cfgs:
+    for cfg in cfgs:   # each proxy once, before any worker (a table may read several: Table 4)
         root = proxy_path(cfg.data.dataset.split("-", 1)[1], cfg.data)[0]
-        digests.setdefault(str(root.name), proxy_digest(root))
+        if root.name not in digests:
+            runner._prepare_proxy(cfg.update("data", flow_root=None))
+            digests[root.name] = digest(root)
     log(f"proxies ready: {digests}")
-    flow_models = sorted({c.model.name for c in cfgs if c.data.flow_root})
-    plain = sorted({c.model.name for c in cfgs} - set(flow_models))
+    # two-stream runs (TV-L1 first, threads of one core each) go to a pool of their own beside the
+    # plain runs; a table's `models` names only its own rows (another table's name would add a row)
+    flow = {t: sorted({c.model.name for c in c_t if c.data.flow_root}) for t, c_t in plans.items()}
+    plain = {t: sorted({c.model.name for c in c_t} - set(flow[t])) if flow[t] else None for t, c_t in plans.items()}
+    flow = {t: m for t, m in flow.items() if m}
+    pool = [py, "-c", "import sys, json; from stm_lib.book.pool import prefetch; a = json.loads(sys.argv[1]); "
+                      "f = prefetch(list(a['models']), a['profile'], a['seeds'], a['cache'], a['jobs'], device=a['device'], "
+                      "params={'models': a['models']}); print('failures', json.dumps(f))"]
     procs = []
-    pool = [py, "-c", "import sys, json; from stm_lib.book.pool import prefetch; "
-                      "f = prefetch(sys.argv[1].split(), sys.argv[5], int(sys.argv[2]), 'runs/_cache', int(sys.argv[3]), "
-                      "device=sys.argv[6], params={'models': sys.argv[4].split()}); print('failures', json.dumps(f))"]
-    with open(out / "train_plain.log", "w") as fh:
-        procs.append(subprocess.Popen(pool + [" ".join(a.tables), str(a.seeds), str(a.jobs), " ".join(plain), a.profile, a.device],
-                                      stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT))
-    if flow_models:   # TV-L1 (threads, one core each) beside the plain runs, then the two-stream runs
-        fjobs = max(1, a.jobs // 2)
-        with open(out / "train_flow.log", "w") as fh:
-            procs.append(subprocess.Popen(pool + [" ".join(a.tables), str(a.seeds), str(fjobs), " ".join(flow_models), a.profile,
-                                                 a.device],
-                                          stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT))
+    for name, models, jobs in (("plain", plain, a.jobs), ("flow", flow, max(1, a.jobs // 2))):
+        if models:
+            spec = {"models": models, "profile": a.profile, "seeds": a.seeds, "cache": a.cache, "jobs": jobs,
+                    "device": a.device}
+            with open(out / f"train_{name}.log", "w") as fh:
+                procs.append(subprocess.Popen(pool + [json.dumps(spec)], stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT))
     for p in procs:
         try:
             p.wait(timeout=max(1.0, end - time.time()))
@@ -114,14 +107,15 @@ def main() -> int:
             log("training: deadline reached, unfinished runs left out")
     log("training: " + ", ".join(str(p.returncode) for p in procs))
 
-    cache = ROOT / "runs" / "_cache"
+    cache = Path(a.cache)
     flows = {}
     for cfg in cfgs:
         if cfg.data.flow_root and (Path(cfg.data.flow_root) / "flow.json").is_file():
             flows[Path(cfg.data.flow_root).parent.name] = json.loads((Path(cfg.data.flow_root) / "flow.json").read_text())
     done = sorted(p.parent.name for p in cache.glob("*/done.json"))
-    (out / "summary.json").write_text(json.dumps({"proxy_digests": digests, "flow": flows, "runs_done": done,
-                                                  "planned": len(cfgs), "seconds": round(time.time() - T0)}, indent=1))
+    summary = {"proxy_digests": digests, "cache": str(cache.resolve()), "flow": flows, "runs_done": done,
+               "planned": len(cfgs), "seconds": round(time.time() - T0)}   # unpack.py checks the first two
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
     with tarfile.open(out / "cache.tar.gz", "w:gz") as tar:
         for key in done:
             for f in sorted((cache / key).iterdir()):

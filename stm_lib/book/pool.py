@@ -40,7 +40,8 @@ def prefetch(tables: list[str], profile: str, seeds: int | None, cache_dir: str 
              device: str = "auto", data_root: str | None = None, params: dict | None = None,
              log=print) -> list[str]:
     """Train the runs of `tables` not yet in `cache_dir` with `jobs` workers; the failures, one line
-    each (empty when every run is cached)."""
+    each (empty when every run is cached). `params["models"]` names the rows to train: one list for
+    every table, or a dict table -> list (None: the table's own rows)."""
     cache_dir = Path(cache_dir).resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     kw = {k: v for k, v in (params or {}).items() if k in ("dataset", "frames", "epochs", "overrides", "models")}
@@ -49,7 +50,8 @@ def prefetch(tables: list[str], profile: str, seeds: int | None, cache_dir: str 
     for t in tables:
         if not get(t).train:
             continue
-        for row_id, part, seed, cfg in runner.plan(t, profile, seeds, data_root=data_root, device=device, **kw):
+        kw_t = {**kw, "models": kw["models"].get(t)} if isinstance(kw.get("models"), dict) else kw
+        for row_id, part, seed, cfg in runner.plan(t, profile, seeds, data_root=data_root, device=device, **kw_t):
             label = f"table {t} {row_id}{'-' + part if part else ''} seed {seed}"
             pre = cfg.model.pretrained or ""
             if pre.startswith(_PLACEHOLDER):

@@ -372,8 +372,8 @@ def cache_key(cfg: Config, cache_dir: str | Path | None = None) -> str:
 def train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights: bool = False
                  ) -> tuple[str, Path, dict, bool]:
     """(key, run folder, evaluation, whether it was cached). A run folder without its `done.json`
-    (interrupted), or without weights when `need_weights` (checkpoints are not committed), is
-    trained again from scratch."""
+    (interrupted), or without weights when `need_weights` (its last checkpoint, or the backbone a
+    fine-tune starts from: checkpoints are not committed), is trained again from scratch."""
     from stm_lib.engine import checkpoint as ckpt
     from stm_lib.engine import evaluate
 
@@ -381,7 +381,7 @@ def train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights:
     key = cache_key(cfg, cache_dir)
     run_dir = cache_dir / key
     done = run_dir / "done.json"
-    if done.is_file() and (not need_weights or (run_dir / ckpt.LAST).is_file()):
+    if done.is_file() and (not need_weights or (run_dir / ckpt.LAST).is_file() or (run_dir / "backbone.pth").is_file()):
         return key, run_dir, json.loads(done.read_text()), True
     if run_dir.exists():
         shutil.rmtree(run_dir)

@@ -334,6 +334,18 @@ def ensure_proxy(kind: str, cfg, progress: bool = True) -> Path:
 ARRAY_FORMAT = 1  # bump when what the array holds changes: part of its key
 
 
+def digest(root) -> str:
+    """sha256 of a proxy's JPEGs (its optical flow left out), in path order: two machines with the
+    same digest hold the same data, so a run trained on one stands for the other's (runs/gpu)."""
+    files = [p for p in sorted(Path(root).rglob("*.jpg")) if "flow" not in p.relative_to(root).parts]
+    if not files:
+        raise ValueError(f"{root}: no proxy frames to digest (not generated?)")
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def array_key(root: Path, split: str, min_side: int) -> str:
     """Everything that determines the decoded array: the proxy's parameters (its proxy.json,
     which names every parameter that changes the JPEG files), the split, the reader's DCT

@@ -1,0 +1,93 @@
+"""The CPU side of a GPU call (issue 10 item 8): put the runs `device_job.py` packed into this
+machine's run cache, so that `stm reproduce --table T --seeds 5` renders the page from them.
+
+    python3 runs/gpu/unpack.py PACK [--cache runs/_cache]
+
+PACK is the folder the device call wrote (`summary.json`, `cache.tar.gz`). Before anything is
+written: each proxy the runs read is generated here (or found) and its digest must equal the
+GPU machine's (the same data byte for byte), and each run's folder name must be the cache key of
+its own `config.yaml` (a run cannot stand in for another). A run already in the cache is kept,
+not replaced. Exit 2 with one line when the pack does not qualify.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def unpack(pack: Path, cache: Path, log=print) -> list[str]:
+    """The keys added to `cache` (ValueError naming the problem when the pack does not qualify)."""
+    from stm_lib.book.runner import cache_key
+    from stm_lib.config import Config
+    from stm_lib.data.proxy import digest, ensure_proxy
+
+    try:
+        summary = json.loads((pack / "summary.json").read_text())
+        theirs, their_cache = summary["proxy_digests"], summary["cache"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{pack / 'summary.json'}: not a device_job.py summary ({e})") from None
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache.parent, prefix=".unpack-") as tmp:
+        tmp = Path(tmp)
+        try:
+            with tarfile.open(pack / "cache.tar.gz") as tar:
+                tar.extractall(tmp, filter="data")   # no links out, no absolute paths, no devices
+        except (OSError, tarfile.TarError) as e:
+            raise ValueError(f"{pack / 'cache.tar.gz'}: cannot be unpacked ({e})") from None
+        runs = sorted(p for p in tmp.iterdir() if p.is_dir())
+        mine = {}
+        for run in runs:
+            if not (run / "done.json").is_file():
+                raise ValueError(f"{pack / 'cache.tar.gz'}: {run.name} has no done.json (an unfinished run)")
+            try:   # the config the key was made from (config.yaml is the engine's resolved copy)
+                cfg = Config.from_dict(json.loads((run / "done.json").read_text())["config"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{pack / 'cache.tar.gz'}: {run.name}/done.json has no usable config ({e})") from None
+            if cache_key(cfg, their_cache) != run.name:
+                raise ValueError(f"{pack / 'cache.tar.gz'}: {run.name}/done.json's config has cache key "
+                                 f"{cache_key(cfg, their_cache)}, not its folder's name")
+            if cfg.data.dataset.startswith("proxy-"):
+                local = cfg.update("data", proxy_cache=None).data   # this machine's proxy cache
+                root = ensure_proxy(cfg.data.dataset.split("-", 1)[1], local, progress=False)
+                if root.name not in mine:
+                    mine[root.name] = digest(root)
+                    if theirs.get(root.name) != mine[root.name]:
+                        raise ValueError(f"proxy {root.name}: digest here {mine[root.name]}, on the device "
+                                         f"{theirs.get(root.name)}: not the same data, the runs do not stand for this machine's")
+        added = []
+        for run in runs:
+            if (cache / run.name / "done.json").is_file():
+                log(f"{run.name}: already in {cache}, kept")
+                continue
+            shutil.rmtree(cache / run.name, ignore_errors=True)   # an interrupted run of the same config
+            run.rename(cache / run.name)
+            if (tmp / f"{run.name}.log").is_file():
+                (tmp / f"{run.name}.log").replace(cache / f"{run.name}.log")
+            added.append(run.name)
+    log(f"added {len(added)} of {len(runs)} packed runs to {cache} (proxies checked: {mine})")
+    return added
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("pack")
+    ap.add_argument("--cache", default=str(ROOT / "runs" / "_cache"))
+    a = ap.parse_args()
+    try:
+        unpack(Path(a.pack), Path(a.cache))
+    except ValueError as e:
+        print(f"unpack: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
