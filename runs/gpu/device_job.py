@@ -6,7 +6,8 @@ needs to render the page from that cache (`stm reproduce --seeds 5` finds every 
 
 Each step has a deadline inside BUDGET_S; what finished is packed even when a later step runs
 out of time (a run left unfinished is simply absent from the cache). Checkpoints stay behind:
-the page needs each run's metrics, evaluation and provenance, not its weights.
+the page needs each run's metrics, evaluation and provenance, not its weights; only Table 4's
+pre-training backbones come back, since its fine-tunes' cache keys name them.
 """
 from __future__ import annotations
 
@@ -21,8 +22,7 @@ from pathlib import Path
 
 T0 = time.time()
 ROOT = Path(__file__).resolve().parents[2]
-# a pre-training run's backbone.pth (Table 4) comes back too: the fine-tunes' pages need it
-KEEP = ("done.json", "run.json", "config.yaml", "command.txt", "metrics.csv", "metrics.jsonl", "backbone.pth")
+KEEP = ("done.json", "run.json", "config.yaml", "command.txt", "metrics.csv", "metrics.jsonl")
 
 
 def log(msg: str) -> None:
@@ -119,7 +119,7 @@ def main() -> int:
     with tarfile.open(out / "cache.tar.gz", "w:gz") as tar:
         for key in done:
             for f in sorted((cache / key).iterdir()):
-                if f.name in KEEP or f.name.startswith(("eval_", "confusion_")):
+                if f.name in (*KEEP, runner.BACKBONE) or f.name.startswith(("eval_", "confusion_")):
                     tar.add(f, arcname=f"{key}/{f.name}")
             if (cache / f"{key}.log").is_file():
                 tar.add(cache / f"{key}.log", arcname=f"{key}.log")

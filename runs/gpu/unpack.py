@@ -6,7 +6,7 @@ machine's run cache, so that `stm reproduce --table T --seeds 5` renders the pag
 PACK is the folder the device call wrote (`summary.json`, `cache.tar.gz`). Before anything is
 written: each proxy the runs read is generated here (or found) and its digest must equal the
 GPU machine's (the same data byte for byte), and each run's folder name must be the cache key of
-its own `config.yaml` (a run cannot stand in for another). A run already in the cache is kept,
+the config in its `done.json` (a run cannot stand in for another). A run already in the cache is kept,
 not replaced. Exit 2 with one line when the pack does not qualify.
 """
 from __future__ import annotations

@@ -28,6 +28,7 @@ from stm_lib.io import atomic_copy, atomic_write_json, atomic_write_text
 
 # small files of a cached run copied next to results.json (checkpoints stay in the cache)
 RUN_FILES = ("config.yaml", "command.txt", "metrics.csv", "metrics.jsonl", "run.json")
+BACKBONE = "backbone.pth"   # a pre-training run's weights without fc: what its fine-tunes start from
 # Bump when a code change alters what an unchanged Config trains (engine, models, data): every
 # cached run is then trained again. Each cached run records the commit that trained it.
 CACHE_EPOCH = 1
@@ -381,7 +382,7 @@ def train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights:
     key = cache_key(cfg, cache_dir)
     run_dir = cache_dir / key
     done = run_dir / "done.json"
-    if done.is_file() and (not need_weights or (run_dir / ckpt.LAST).is_file() or (run_dir / "backbone.pth").is_file()):
+    if done.is_file() and (not need_weights or (run_dir / ckpt.LAST).is_file() or (run_dir / BACKBONE).is_file()):
         return key, run_dir, json.loads(done.read_text()), True
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -418,7 +419,7 @@ def export_backbone(run_dir: Path) -> str:
     """A trained run's last weights without fc, as a state dict a new model can start from."""
     from stm_lib.engine import checkpoint as ckpt
 
-    path = run_dir / "backbone.pth"
+    path = run_dir / BACKBONE
     if not path.is_file():
         state = ckpt.load(run_dir / ckpt.LAST, map_location="cpu")
         ckpt.atomic_save({k: v for k, v in state["model"].items() if not k.startswith("fc.")}, path)

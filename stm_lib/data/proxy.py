@@ -337,7 +337,8 @@ ARRAY_FORMAT = 1  # bump when what the array holds changes: part of its key
 def digest(root) -> str:
     """sha256 of a proxy's JPEGs (its optical flow left out), in path order: two machines with the
     same digest hold the same data, so a run trained on one stands for the other's (runs/gpu)."""
-    files = [p for p in sorted(Path(root).rglob("*.jpg")) if "flow" not in p.relative_to(root).parts]
+    root = Path(root)
+    files = [p for p in sorted(root.rglob("*.jpg")) if "flow" not in p.relative_to(root).parts]
     if not files:
         raise ValueError(f"{root}: no proxy frames to digest (not generated?)")
     h = hashlib.sha256()
