@@ -6,8 +6,8 @@ machine's run cache, so that `stm reproduce --table T --seeds 5` renders the pag
 PACK is the folder the device call wrote (`summary.json`, `cache.tar.gz`). Before anything is
 written: each proxy the runs read is generated here (or found) and its digest must equal the
 GPU machine's (the same data byte for byte), and each run's folder name must be the cache key of
-the config in its `done.json` (a run cannot stand in for another). A run already in the cache is kept,
-not replaced. Exit 2 with one line when the pack does not qualify.
+the config in its `done.json` (a run cannot stand in for another). A run already in the cache is
+kept, not replaced. Exit 2 with one line when the pack does not qualify.
 """
 from __future__ import annotations
 
@@ -51,9 +51,10 @@ def unpack(pack: Path, cache: Path, log=print) -> list[str]:
                 cfg = Config.from_dict(json.loads((run / "done.json").read_text())["config"])
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{pack / 'cache.tar.gz'}: {run.name}/done.json has no usable config ({e})") from None
-            if cache_key(cfg, their_cache) != run.name:
-                raise ValueError(f"{pack / 'cache.tar.gz'}: {run.name}/done.json's config has cache key "
-                                 f"{cache_key(cfg, their_cache)}, not its folder's name")
+            key = cache_key(cfg, their_cache)
+            if key != run.name:
+                raise ValueError(f"{pack / 'cache.tar.gz'}: {run.name}/done.json's config has cache key {key}, "
+                                 "not its folder's name")
             if cfg.data.dataset.startswith("proxy-"):
                 local = cfg.update("data", proxy_cache=None).data   # this machine's proxy cache
                 root = ensure_proxy(cfg.data.dataset.split("-", 1)[1], local, progress=False)
@@ -61,7 +62,8 @@ def unpack(pack: Path, cache: Path, log=print) -> list[str]:
                     mine[root.name] = digest(root)
                     if theirs.get(root.name) != mine[root.name]:
                         raise ValueError(f"proxy {root.name}: digest here {mine[root.name]}, on the device "
-                                         f"{theirs.get(root.name)}: not the same data, the runs do not stand for this machine's")
+                                         f"{theirs.get(root.name)}: not the same data, the runs do not stand for "
+                                         "this machine's")
         added = []
         for run in runs:
             if (cache / run.name / "done.json").is_file():
