@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "stm_lib.profile",
     "stm_lib.bench",
     "stm_lib.engine.cli",
+    "stm_lib.pretrain",
     "stm_lib.reproduce",
     "stm_lib.data.cli",
 ]
@@ -33,6 +34,14 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"stm {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except OSError as e:   # a full disk, a read-only --out: one line naming the file, exit 1
+        from stm_lib.io import RESOURCE_ERRNOS
+
+        if e.errno not in RESOURCE_ERRNOS:
+            raise
+        notes = "".join(f"; {n}" for n in getattr(e, "__notes__", []))
+        print(f"stm {args.command}: error: {e.filename or 'a file'}: {e.strerror}{notes}", file=sys.stderr)
+        return 1
     return int(rc or 0)
 
 

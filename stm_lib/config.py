@@ -8,6 +8,8 @@ is the paper's batch and lr per frame count.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ class ModelConfig:
     block: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_fields(self, "model")
         if not isinstance(self.block, dict):
             raise ValueError(f"model.block must be a mapping of BlockSpec fields, got {self.block!r}")
         # lists (YAML, notebooks) and tuples compare equal after a round trip
@@ -54,10 +57,14 @@ class DataConfig:
     proxy_resolution: int = 64
     proxy_cache: str | None = None    # None = ~/.cache/stm/proxy
     proxy_seed: int = 0               # the proxy's content depends only on these proxy_* fields
+    proxy_val_clips: int = 0          # validation clips; 0 = a fifth of proxy_videos
     val_list_file: str | None = None  # `list` dataset: the validation list (same format)
     decoder: str = "auto"             # video files: auto (decord, PyAV fallback) | decord | pyav
     flow_root: str | None = None      # two-stream ST-ResNet: `<flow_root>/<clip id>/flow_x_00001.jpg ...`
     flow_stack: int = 10              # L: flow fields stacked per frame (2L channels)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "data")
 
 
 @dataclass
@@ -68,7 +75,7 @@ class TrainConfig:
     lr_scale: bool = False            # a choice, not the paper's: lr * batch_size / 64 (global batch)
     lr_steps: tuple[int, ...] = (30, 40, 45)
     lr_schedule: str = "step"         # step | cosine
-    warmup_epochs: int = 0
+    warmup_epochs: float = 0          # fractions work (engine.optim); the default stays 0 (cache keys)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     clip_grad: float = 20.0
@@ -89,6 +96,7 @@ class TrainConfig:
     progress: bool = True             # tqdm bar per epoch (rank 0, interactive terminals)
 
     def __post_init__(self) -> None:
+        check_fields(self, "train")
         try:
             self.lr_steps = tuple(int(s) for s in self.lr_steps)
         except (TypeError, ValueError):
@@ -130,7 +138,7 @@ class Config:
         sections = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
         unknown = set(d) - set(sections)
         if unknown:
-            raise ValueError(f"unknown config section(s): {sorted(unknown)}; expected {sorted(sections)}")
+            raise ValueError(f"unknown config section(s): {sorted(unknown, key=str)}; expected {sorted(sections)}")
         kw = {}
         for name, klass in sections.items():
             kw[name] = _build(klass, d.get(name, {}), name)
@@ -164,12 +172,77 @@ class Config:
 
 def _build(klass, values: dict[str, Any], where: str):
     if not isinstance(values, dict):
-        raise ValueError(f"config section '{where}' must be a mapping, got {values!r}")
+        raise ValueError(f"config section '{where}' must be a mapping, got {values!r}"[:300])
     known = {f.name: f for f in fields(klass)}
     bad = set(values) - set(known)
     if bad:
-        raise ValueError(f"unknown option(s) in '{where}': {sorted(bad)}; known: {sorted(known)}")
+        raise ValueError(f"unknown option(s) in '{where}': {sorted(bad, key=str)}; known: {sorted(known)}"[:300])
     return klass(**values)
+
+
+# Ranges a field's value must lie in (issue 28): a negative epoch count or a dropout of 1 is refused
+# here, in one line, instead of failing deep inside a run that has already written files.
+_AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+_NOT_NEGATIVE = (lambda v: v >= 0, "0 or more")
+_POSITIVE = (lambda v: v > 0, "above 0")
+RANGES = {
+    "model": {"frames": _AT_LEAST_1, "num_classes": _NOT_NEGATIVE, "width_mult": _POSITIVE,
+              "dropout": (lambda v: 0 <= v < 1, "in [0, 1)")},
+    "data": {"split": _AT_LEAST_1, "input_size": _AT_LEAST_1, "scale_size": _NOT_NEGATIVE, "test_clips": _AT_LEAST_1,
+             "test_crops": _AT_LEAST_1, "num_workers": _NOT_NEGATIVE, "proxy_videos": _AT_LEAST_1,
+             "proxy_classes": (lambda v: v >= 2, "at least 2"), "proxy_frames": _AT_LEAST_1,
+             "proxy_resolution": _AT_LEAST_1, "proxy_val_clips": _NOT_NEGATIVE, "flow_stack": _AT_LEAST_1},
+    "train": {"epochs": _AT_LEAST_1, "batch_size": _AT_LEAST_1, "lr": _POSITIVE, "lr_steps": _NOT_NEGATIVE,
+              "warmup_epochs": _NOT_NEGATIVE, "momentum": _NOT_NEGATIVE,
+              "weight_decay": _NOT_NEGATIVE, "clip_grad": _NOT_NEGATIVE, "fc_lr_mult": _POSITIVE, "seed": _NOT_NEGATIVE,
+              "max_steps_per_epoch": _NOT_NEGATIVE, "max_skipped": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+              "checkpoint_every_steps": _NOT_NEGATIVE},
+}
+_KIND = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string",
+         "tuple[int, ...]": "a list of integers", "dict[str, Any]": "a mapping"}
+
+
+def _typed(v: Any, t: str) -> tuple[bool, Any]:
+    """(does `v` fit annotation `t`, the value to keep). bool is not an int; an int is a float;
+    a float written as text ("1e-3", which YAML 1.1 reads as a string) is read as that float;
+    numpy scalars become Python numbers (YAML and JSON write those)."""
+    if v is None:
+        return t.endswith("| None"), v
+    t = t.removesuffix(" | None")
+    if t == "int":
+        ok = isinstance(v, numbers.Integral) and not isinstance(v, bool)
+        return ok, int(v) if ok else v
+    if t == "float":
+        if isinstance(v, str):
+            try:
+                v = float(v)
+            except ValueError:
+                return False, v
+        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v):
+            return False, v
+        return True, v if isinstance(v, int) else float(v)
+    if t == "tuple[int, ...]":
+        return isinstance(v, (list, tuple)) and all(_typed(x, "int")[0] for x in v), v
+    return isinstance(v, {"bool": bool, "str": str, "dict[str, Any]": dict}[t]), v
+
+
+def check_fields(obj: Any, section: str) -> None:
+    """Every field of a ModelConfig / DataConfig / TrainConfig against its annotation and RANGES,
+    raising one line `section.key: expected ..., got ...` (load_yaml adds the file). Runs in
+    `__post_init__`, so YAML files, notebook overrides, flags and checkpoints are all checked
+    before a run writes anything."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        ok, v = _typed(v, str(f.type))
+        if not ok:
+            t = str(f.type).removesuffix(" | None")
+            want = _KIND.get(t, t) + (" or null" if str(f.type).endswith("| None") else "")
+            raise ValueError(f"{section}.{f.name}: expected {want}, got {v!r}"[:300])
+        setattr(obj, f.name, v)
+        test, text = RANGES.get(section, {}).get(f.name, (None, ""))
+        for x in (v if isinstance(v, (list, tuple)) else [v]):
+            if test and x is not None and not test(x):
+                raise ValueError(f"{section}.{f.name}: must be {text}, got {x!r}")
 
 
 def plain(d):
@@ -181,6 +254,51 @@ def plain(d):
     return d
 
 
+MAX_YAML_DEPTH = 50        # a config is 3 levels deep (section, field, block knob)
+MAX_YAML_VALUES = 10_000   # a config holds about 70 values
+
+
+def safe_load(text: str) -> Any:
+    """`yaml.safe_load` that refuses (a yaml.YAMLError with the line) documents nested deeper than
+    MAX_YAML_DEPTH, since PyYAML composes recursively and 100,000 `[` are a RecursionError, and
+    documents whose aliases expand to more than MAX_YAML_VALUES values or contain themselves: a
+    361-byte "billion laughs" loads as a small graph of shared lists, but printing or copying it
+    (an error message, `Config.to_dict`) builds 10^9 strings."""
+    import yaml
+    from yaml.composer import ComposerError
+
+    class Limited(yaml.SafeLoader):
+        def __init__(self, stream):
+            super().__init__(stream)
+            self.depth, self.sizes = 0, {}   # id(node) -> values under it, aliases expanded
+
+        def compose_node(self, parent, index):
+            ev = self.peek_event()
+            if isinstance(ev, yaml.AliasEvent) and ev.anchor in self.anchors and id(self.anchors[ev.anchor]) not in self.sizes:
+                raise ComposerError(None, None, f"the alias *{ev.anchor} contains itself", ev.start_mark)
+            if self.depth >= MAX_YAML_DEPTH:
+                raise ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", ev.start_mark)
+            self.depth += 1
+            try:
+                node = super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+            if id(node) not in self.sizes:   # an alias counts its anchor's whole size once more
+                kids = node.value if isinstance(node, yaml.SequenceNode) else (
+                    [x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode) else [])
+                self.sizes[id(node)] = 1 + sum(self.sizes[id(k)] for k in kids)
+                if self.sizes[id(node)] > MAX_YAML_VALUES:
+                    raise ComposerError(None, None, f"aliases expand to more than {MAX_YAML_VALUES} values",
+                                        ev.start_mark)
+            return node
+
+    loader = Limited(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str | Path) -> Config:
     import yaml
 
@@ -188,7 +306,7 @@ def load_yaml(path: str | Path) -> Config:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        d = yaml.safe_load(path.read_text()) or {}
+        d = safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -197,5 +315,5 @@ def load_yaml(path: str | Path) -> Config:
         raise ValueError(f"{path}: expected a mapping with sections model/data/train")
     try:
         return Config.from_dict(d)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: {e}") from None
+    except (TypeError, ValueError) as e:   # one short line, whatever the file holds
+        raise ValueError(f"{path}: {str(e)[:300]}") from None

@@ -12,7 +12,9 @@ looks complete, and an existing good result is only replaced by a complete new o
 """
 from __future__ import annotations
 
+import ast
 import json
+import math
 import os
 import shutil
 import sys
@@ -22,7 +24,8 @@ from pathlib import Path
 
 from stm_lib.book.result import Result
 from stm_lib.book.tables import TABLES, check_profile, notebook_name
-from stm_lib.io import atomic_write_text
+from stm_lib.config import Config
+from stm_lib.io import atomic_write_text, is_locked, locked
 from stm_lib.provenance import git_state, now, record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +34,63 @@ BOOK = ROOT / "book"
 
 class NotebookFailed(RuntimeError):
     """The notebook raised; the executed copy (with the traceback) is kept for inspection."""
+
+
+# Parameters `reproduce` passes itself, each from its own flag (or from --out-root).
+SET_HERE = {"profile": "--profile", "data_root": "--data-root", "device": "--device", "seeds": "--seeds",
+            "out_dir": "--out-root", "cache_dir": "--out-root"}
+DICT_PARAMS = ("overrides",)   # declared `None  # e.g. {"train": {"lr": 0.05}, ...}`: Config.merge's input
+
+
+def declared_parameters(notebook: Path) -> list[str]:
+    """The names the notebook's `parameters`-tagged cell assigns. They are the only names
+    `--params` may set: papermill writes each name verbatim into code (`<name> = <value>`), so an
+    undeclared name is either a typo that would be silently ignored or code that would run."""
+    names = []
+    for cell in json.loads(Path(notebook).read_text())["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+            for node in ast.parse(src).body:
+                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+                names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def check_params(params: dict, declared: list[str], where: str) -> None:
+    """`--params` values: declared names only; JSON scalars or lists of them, or for
+    DICT_PARAMS a mapping `Config.merge` accepts (checked here, before anything runs)."""
+    if not isinstance(params, dict):
+        raise ValueError(f"--params: expected a JSON object of notebook parameters, got {type(params).__name__}")
+    for k, v in params.items():
+        if k in SET_HERE:
+            raise ValueError(f"--params: {k!r} is set by stm reproduce itself; use {SET_HERE[k]}")
+        if k not in declared:
+            known = [n for n in declared if n not in SET_HERE]
+            raise ValueError(f"--params: unknown parameter {k[:80]!r} (not in {where}); known: {', '.join(known)}")
+        scalar = lambda x: x is None or isinstance(x, (str, bool, int)) or (  # noqa: E731
+            isinstance(x, float) and math.isfinite(x))
+        if k in DICT_PARAMS and v is not None:
+            if not isinstance(v, dict):
+                raise ValueError(f"--params: {k} must be a JSON object like {{\"train\": {{\"lr\": 0.05}}}}")
+            try:
+                Config().merge(v)
+            except (TypeError, ValueError, RecursionError) as e:
+                why = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:300]
+                raise ValueError(f"--params: {k}: {why}") from None
+        elif not (scalar(v) or (isinstance(v, list) and all(map(scalar, v)))):
+            raise ValueError(f"--params: {k} must be a JSON number, string, true/false, null or a list of "
+                             f"those, got {json.dumps(v)[:80]}")
+
+
+def parse_params(text: str | None) -> dict | None:
+    """`--params` JSON, refused in one line when it is not JSON or is nested past Python's
+    recursion limit (json.loads raises RecursionError there, not ValueError)."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"--params: not valid JSON ({str(e)[:200] or type(e).__name__})") from None
 
 
 def reproduce(table: str, profile: str = "proxy", data_root: str | None = None, device: str = "auto",
@@ -50,40 +110,58 @@ def reproduce(table: str, profile: str = "proxy", data_root: str | None = None, 
     src = BOOK / f"{name}.ipynb"
     if not src.is_file():
         raise FileNotFoundError(f"notebook missing: {src}")
+    check_params(extra_params or {}, declared_parameters(src), src.name)
 
     out_root = Path(out_root).resolve()
     dest = out_root / name / profile
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _clean_abandoned(dest.parent)
     tmp = dest.parent / f".{profile}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    params = {"profile": profile, "data_root": data_root, "device": device, "seeds": seeds, "out_dir": str(tmp),
-              "cache_dir": str(out_root / "_cache"), **(extra_params or {})}
-    executed = tmp / f"{name}.ipynb"
-    start, t0, git = now(), time.time(), git_state()   # the code as it was when the run began
-    try:
-        _execute(src, executed, params, progress)
-        draft = tmp / "result.json"
-        if not draft.is_file():
-            raise NotebookFailed(f"{src.name} finished without writing result.json (runner.save)")
-        _tag_parameters_cell(executed)
-        result = Result.load(draft)
-        draft.unlink()
-        shown = {k: v for k, v in params.items() if k not in ("out_dir", "cache_dir")}
-        result.provenance = record(command, shown, result.seeds, start, time.time() - t0, git)
-        result.save(tmp / "results.json")
-    except BaseException as e:
-        failed = dest.parent / f".{profile}.failed"
-        shutil.rmtree(failed, ignore_errors=True)
-        if tmp.exists():
-            os.replace(tmp, failed)
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise NotebookFailed(f"{name} ({profile}) failed: {type(e).__name__}: {_short(e)}\n"
-                             f"the executed notebook with the error is in {failed}; "
-                             f"{'the previous result in ' + str(dest) + ' is untouched' if dest.exists() else 'no result was written'}"
-                             ) from e
-    _swap_into_place(tmp, dest)
-    return dest
+    with locked(tmp.with_name(tmp.name + ".lock"), remove=True):   # held: `tmp` is not abandoned
+        tmp.mkdir()
+        params = {"profile": profile, "data_root": data_root, "device": device, "seeds": seeds, "out_dir": str(tmp),
+                  "cache_dir": str(out_root / "_cache"), **(extra_params or {})}
+        executed = tmp / f"{name}.ipynb"
+        start, t0, git = now(), time.time(), git_state()   # the code as it was when the run began
+        try:
+            _execute(src, executed, params, progress)
+            draft = tmp / "result.json"
+            if not draft.is_file():
+                raise NotebookFailed(f"{src.name} finished without writing result.json (runner.save)")
+            _tag_parameters_cell(executed)
+            result = Result.load(draft)
+            draft.unlink()
+            shown = {k: v for k, v in params.items() if k not in ("out_dir", "cache_dir")}
+            result.provenance = record(command, shown, result.seeds, start, time.time() - t0, git)
+            result.save(tmp / "results.json")
+        except BaseException as e:
+            failed = dest.parent / f".{profile}.failed"
+            shutil.rmtree(failed, ignore_errors=True)
+            if tmp.exists():
+                os.replace(tmp, failed)
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise NotebookFailed(f"{name} ({profile}) failed: {type(e).__name__}: {_short(e)}\n"
+                                 f"the executed notebook with the error is in {failed}; "
+                                 f"{'the previous result in ' + str(dest) + ' is untouched' if dest.exists() else 'no result was written'}"
+                                 ) from e
+        _swap_into_place(tmp, dest)
+        return dest
+
+
+def _clean_abandoned(folder: Path) -> list[Path]:
+    """Remove the `.<profile>.tmp-*` folders in `folder` that a killed `stm reproduce` left (a
+    SIGKILL runs no cleanup), but only those whose lock no live process holds: another reproduce of
+    the same table may be writing its own right now. A kept result, `.failed` or `.old-*` folder
+    is never touched."""
+    gone = []
+    for d in sorted(folder.glob(".*.tmp-*")):
+        lock = d.with_name(d.name + ".lock")
+        if d.is_dir() and not is_locked(lock):
+            shutil.rmtree(d, ignore_errors=True)
+            lock.unlink(missing_ok=True)
+            gone.append(d)
+    return gone
 
 
 def table_ids(name: str) -> list[str]:
@@ -177,7 +255,11 @@ def _cmd_reproduce(args) -> int:
     tables = table_ids(args.table)
     for t in tables:   # fail early on a bad name before anything runs
         notebook_name(t)
-    extra = json.loads(args.params) if args.params else None
+    extra = parse_params(args.params)
+    if extra is not None:   # names of at least one notebook; each gets the ones it declares
+        declared = {t: declared_parameters(BOOK / f"{notebook_name(t)}.ipynb") for t in tables}
+        check_params(extra, list(dict.fromkeys(n for t in tables for n in declared[t])),
+                     f"{notebook_name(tables[0])}.ipynb" if len(tables) == 1 else f"the notebooks of --table {args.table}")
     from stm_lib.book.pool import default_jobs, prefetch
 
     jobs = args.jobs or default_jobs(args.profile, args.device)
@@ -196,7 +278,8 @@ def _cmd_reproduce(args) -> int:
         print(f"==> {name} ({args.profile}) -> {Path(args.out_root) / name / args.profile}", flush=True)
         t0 = time.time()
         try:
-            d = reproduce(t, args.profile, args.data_root, args.device, args.seeds, args.out_root, extra,
+            mine = {k: v for k, v in extra.items() if k in declared[t]} if extra is not None else None
+            d = reproduce(t, args.profile, args.data_root, args.device, args.seeds, args.out_root, mine,
                           progress=not args.quiet)
         except NotebookFailed as e:
             print(f"stm reproduce: error: {e}", file=sys.stderr)

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from stm_lib.book import stats
-from stm_lib.book.result import Complexity, Result, Row, SeedRun, Speed, claim, paper_text
+from stm_lib.book.result import Complexity, Result, Row, SeedRun, Speed, make_claims, paper_text
 from stm_lib.book.tables import TABLES
 
 NOTE = "migrated from schema 1 (book/experiments.py, one seed per row); verdicts recomputed with the seed rule"
@@ -65,8 +65,7 @@ def from_legacy(doc: dict, run_dir: str | Path | None = None) -> Result:
         if any(part.metric in r.seeds for r in rows) and tid != "figure1":
             chance[part.metric] = _chance(t, profile, part.name, settings)
     by_id = {r.id: r for r in rows}
-    claims = [claim(by_id[a], by_id[b], m, chance[m]) for m in chance for a, b in t.claims
-              if a in by_id and b in by_id]
+    claims = make_claims(by_id, [(a, b, m) for m in chance for a, b in t.claims if a in by_id and b in by_id], chance)
     extra = {k: doc[k] for k in ("notebook_seconds", "written") if k in doc}
     return Result(tid, profile, t.title, doc.get("caption") or t.caption, rows, claims, settings,
                   [seed] if any(r.seeds for r in rows) and tid != "figure1" else [], chance,

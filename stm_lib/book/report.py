@@ -28,10 +28,10 @@ VERDICT_WORDS = {"holds": "holds", "reversed": "reversed", "not resolved": "not 
                  "uninformative": "uninformative"}
 WHY = {
     "ceiling": "both sides are at the ceiling (>= {ceiling:g}%), so the proxy leaves no room for an ordering",
-    "chance": "both sides are within noise of chance ({chance:.3g}%): the task was not learned by either",
+    "chance": "both means are within 2 binomial SEs of chance ({chance:.3g}%): the proxy was not learned by either",
     "one seed": "one seed per row: without a seed spread no difference can be judged",
-    "within 2 SE": "the difference is within two standard errors over seeds",
-    "beyond 2 SE": "the difference exceeds two standard errors over seeds",
+    "no spread": "no spread at all over seeds: Welch's test is undefined",
+    "welch": "Welch's t-test, Holm-adjusted",
     "not measured": "not measured in this run",
 }
 
@@ -130,6 +130,13 @@ def table_rows(result: Result, table: Table) -> tuple[list[str], list[list[str]]
             else:
                 line.append(measured_text(r, k))
         cells.append(line)
+    # failed runs (stats.FAILURE_RULE), one column per trained accuracy, before the status
+    for m in [m for m in table.metrics if any(m in r.seeds for r in result.rows)]:
+        at = headers.index("status") if "status" in headers else len(headers)
+        headers.insert(at, "failed runs (95% CI)" + (f", {m.removeprefix('top1_')}" if m != "top1" else ""))
+        for r, line in zip(result.rows, cells):
+            f = r.failures(m, result.chance.get(m))
+            line.insert(at, "—" if f is None else f"{f['k']} of {f['n']} ({100 * f['ci'][0]:.0f}-{100 * f['ci'][1]:.0f}%)")
     return headers, cells, notes
 
 
@@ -287,6 +294,10 @@ def _speed(result: Result):
 
 # ---- commentary -------------------------------------------------------------------------------
 
+def _p(p: float | None) -> str:
+    return "—" if p is None else f"{p:.2g}" if p >= 0.001 else "< 0.001"
+
+
 def commentary(result: Result, table: Table) -> str:
     """One line per ordering the paper claims: the paper's numbers, the measured means and the
     verdict, word for word as stored in the result (stats.compare)."""
@@ -305,11 +316,22 @@ def commentary(result: Result, table: Table) -> str:
         sb = b.std(c.metric) if b else None
         meas = (f"{c.measured[0]:.1f}" + (f" ± {sa:.1f}" if sa is not None else "") + " vs "
                 + f"{c.measured[1]:.1f}" + (f" ± {sb:.1f}" if sb is not None else ""))
-        se = f", two standard errors of the difference {2 * c.se_diff:.1f}" if c.se_diff is not None else ""
-        why = WHY.get(c.why, c.why).format(ceiling=stats.CEILING, chance=c.chance or 0)
+        why = WHY.get(c.why, "")
+        if c.why == "chance":
+            why = why.replace("{chance:.3g}", f"{c.chance or 0:.3g}")
+        elif c.why == "ceiling":
+            why = why.replace("{ceiling:g}", f"{stats.CEILING:g}")
+        test = ""
+        if c.p is not None:
+            test = (f" (95% CI {c.ci[0]:+.1f} to {c.ci[1]:+.1f}; Welch t, df {c.df:.1f}, p = {_p(c.p)}, "
+                    f"Holm-adjusted p = {_p(c.p_adj)}; minimum detectable difference at 80% power "
+                    f"{c.mdd:.1f} points)" if c.mdd is not None else "")
+        mixed = ""
+        if c.devices and len({d for side in c.devices for d in side}) > 1:
+            mixed = f" Runs of more than one device: {' / '.join(', '.join(s) for s in c.devices)}."
         lines.append(f"- {name} on {metric} ({paper}). Measured ({result.profile}, {min(c.n_seeds)} seed"
-                     f"{'s' if min(c.n_seeds) != 1 else ''} per row) {meas}: difference {c.diff:+.1f}{se}. "
-                     f"Verdict: **{VERDICT_WORDS[c.verdict]}** ({why}).")
+                     f"{'s' if min(c.n_seeds) != 1 else ''} per row) {meas}: difference {c.diff:+.1f}{test}. "
+                     f"Verdict: **{VERDICT_WORDS[c.verdict]}** ({why}).{mixed}")
     if not lines:
         return "No ordering of the paper's is checked in this run."
     counts = {v: sum(c.verdict == v for c in result.claims) for v in VERDICT_WORDS}
@@ -374,8 +396,9 @@ def numbers_say(result: Result, table: Table) -> str:
     parts = []
     if table.chapter:
         parts += ["The seed papers' cost claims, read off the counts and this run's speeds:", cost_readings(result)]
-    parts.append(table.claims_lead or "Each ordering the paper draws from this table, judged on the spread between "
-                 "training seeds (`stm_lib/book/stats.py`).")
+    parts.append(table.claims_lead or "Each ordering the paper draws from this table, tested on the per-seed "
+                 f"values (`stm_lib/book/stats.py`): {result.test} Failed runs: {result.failure_rule}. "
+                 f"{result.uninformative_rule[0].upper()}{result.uninformative_rule[1:]}.")
     parts.append(commentary(result, table))
     return "\n\n".join(parts)
 

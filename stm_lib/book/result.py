@@ -139,6 +139,22 @@ class Row:
     def curves(self, part: str = "") -> list[SeedRun]:
         return [r for r in self.runs if r.part == part]
 
+    def devices(self, metric: str) -> list[str]:
+        """What trained the runs behind `metric` (sorted, distinct; "unknown" where not recorded)."""
+        return sorted({r.trained_on or "unknown" for r in self.runs if metric in r.metrics}) or ["unknown"]
+
+    def failed(self, metric: str, chance: float | None) -> list[bool]:
+        """stats.FAILURE_RULE on each seed of `metric` (derived, never stored as truth)."""
+        return stats.failed(self.seeds.get(metric, []), self.n_val.get(metric), chance)
+
+    def failures(self, metric: str, chance: float | None) -> dict | None:
+        """{"k": failed runs, "n": runs, "ci": Clopper-Pearson 95% of k / n}; None if not trained."""
+        flags = self.failed(metric, chance)
+        if not flags:
+            return None
+        k = sum(flags)
+        return {"k": k, "n": len(flags), "ci": [round(x, 4) for x in stats.clopper_pearson(k, len(flags))]}
+
 
 @dataclass
 class Claim:
@@ -155,6 +171,12 @@ class Claim:
     n_seeds: list[int] = field(default_factory=lambda: [0, 0])
     n_val: int | None = None
     chance: float | None = None
+    df: float | None = None                # Welch-Satterthwaite
+    p: float | None = None                 # Welch, two-sided
+    p_adj: float | None = None             # Holm over the informative claims of this results.json
+    ci: list[float] | None = None          # 95% CI of diff (Welch)
+    mdd: float | None = None               # minimum detectable difference, 80% power, alpha 0.05
+    devices: list[list[str]] | None = None  # what trained each side's runs ([better], [worse])
 
 
 @dataclass
@@ -173,6 +195,9 @@ class Result:
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)         # table-specific data (Figure 1's maps, speed setting)
     provenance: dict = field(default_factory=dict)    # stm_lib.provenance.record(...)
+    test: str = stats.TEST
+    failure_rule: str = stats.FAILURE_RULE
+    uninformative_rule: str = stats.UNINFORMATIVE
     schema: str = SCHEMA
     version: int = VERSION
 
@@ -193,8 +218,16 @@ class Result:
             if f.name in ("schema", "version"):
                 continue
             v = getattr(self, f.name)
-            d[f.name] = [_row_dict(r) for r in v] if f.name == "rows" else _plain(v)
+            d[f.name] = [_row_dict(r, self.chance) for r in v] if f.name == "rows" else _plain(v)
         return d
+
+    def recompute_claims(self) -> "Result":
+        """Every claim derived again from the rows' per-seed values (the stored numbers and verdicts
+        are for readers of the JSON; the book believes only what it derives)."""
+        by_id = {r.id: r for r in self.rows}
+        pairs = [(c.better, c.worse, c.metric) for c in self.claims if c.better in by_id and c.worse in by_id]
+        self.claims = make_claims(by_id, pairs, self.chance)
+        return self
 
     def to_json(self) -> str:
         """Indented JSON with each flat list on one line (per-seed values are easy to edit)."""
@@ -218,7 +251,10 @@ class Result:
         kw = _fields(cls, d, where, skip=("rows", "claims"))
         kw["rows"] = [_row_from(r, f"{where}: rows[{i}]") for i, r in enumerate(_list(d, "rows", where))]
         kw["claims"] = [_claim_from(c, f"{where}: claims[{i}]") for i, c in enumerate(_list(d, "claims", where))]
-        return cls(**kw)
+        try:
+            return cls(**kw).recompute_claims()
+        except ValueError as e:
+            raise SchemaError(f"{where}: its claims cannot be derived from its rows ({e})") from None
 
     @classmethod
     def from_json(cls, text: str, where: str = "results.json") -> "Result":
@@ -245,20 +281,34 @@ class Result:
 
 # ---- helpers ------------------------------------------------------------------------------------
 
-def claim(better: Row, worse: Row, metric: str, chance: float | None) -> Claim:
-    """The verdict on `better` > `worse` from their per-seed values (stats.compare)."""
+def make_claims(by_id: dict[str, Row], pairs: list[tuple[str, str, str]], chance: dict[str, float]) -> list[Claim]:
+    """The claims (better, worse, metric) of one results.json, tested together: each by
+    `stats.compare`, then Holm over the informative ones (`stats.adjust`)."""
+    out = [_claim(by_id[a], by_id[b], m, chance.get(m)) for a, b, m in pairs]
+    cmps = stats.adjust([c for _, c in out])
+    claims = []
+    for (c, _), cmp in zip(out, cmps):
+        if cmp is not None:
+            c.verdict, c.why, c.diff, c.se_diff, c.n_seeds = cmp.verdict, cmp.why, cmp.diff, cmp.se_diff, \
+                list(cmp.n_seeds)
+            c.df, c.p, c.p_adj, c.mdd = cmp.df, cmp.p, cmp.p_adj, cmp.mdd
+            c.ci = list(cmp.ci) if cmp.ci else None
+        claims.append(c)
+    return claims
+
+
+def _claim(better: Row, worse: Row, metric: str, chance: float | None) -> tuple[Claim, "stats.Comparison | None"]:
     pa, pb = better.paper.get(metric), worse.paper.get(metric)
     a, b = better.seeds.get(metric), worse.seeds.get(metric)
     c = Claim(better.id, worse.id, metric, [pa, pb], [better.value(metric), worse.value(metric)],
               "not resolved", "not measured", chance=chance)
     if not a or not b:
-        return c
+        return c, None
     n = min(x for x in (better.n_val.get(metric), worse.n_val.get(metric)) if x is not None) \
         if better.n_val.get(metric) or worse.n_val.get(metric) else None
-    cmp = stats.compare(a, b, n, chance)
-    c.verdict, c.why, c.diff, c.se_diff, c.n_seeds, c.n_val = cmp.verdict, cmp.why, cmp.diff, cmp.se_diff, \
-        list(cmp.n_seeds), n
-    return c
+    c.n_val = n
+    c.devices = [better.devices(metric), worse.devices(metric)]
+    return c, stats.compare(a, b, n, chance)
 
 
 def paper_text(v) -> str | None:
@@ -273,12 +323,16 @@ _ROW_SIMPLE = ("id", "setting", "model", "frames", "status", "reason", "run_fram
                "reference")
 
 
-def _row_dict(r: Row) -> dict:
+def _row_dict(r: Row, chance: dict[str, float] | None = None) -> dict:
     d = {k: _plain(getattr(r, k)) for k in _ROW_SIMPLE}
     for m, xs in r.seeds.items():   # flat keys: the issue's must-show names them
         d[f"{m}_seeds"] = [float(x) for x in xs]
         d[m] = stats.mean(xs)
         d[f"{m}_std"] = stats.std(xs)
+        c = (chance or {}).get(m, (chance or {}).get(m.replace("top5", "top1")))
+        if "top1" in m:   # derived, for readers of the JSON: recomputed on load
+            d[f"{m}_failed"] = r.failed(m, c)
+            d[f"{m}_failures"] = r.failures(m, c)
     d["runs"] = [_plain(s) for s in r.runs]
     d["complexity"] = _plain(r.complexity)
     d["speed"] = _plain(r.speed)
@@ -305,7 +359,7 @@ def _row_from(d: dict, where: str) -> Row:
                                   f"{m} and {m}_std are derived from {m}_seeds: edit the per-seed values and "
                                   f"update or delete {m} and {m}_std")
         seeds[m] = [float(x) for x in xs]
-    derived = {f"{m}{s}" for m in metrics for s in ("", "_seeds", "_std")}
+    derived = {f"{m}{s}" for m in metrics for s in ("", "_seeds", "_std", "_failed", "_failures")}
     rest = {k: v for k, v in d.items() if k not in derived}
     kw = _fields(Row, rest, where, skip=("seeds", "runs", "complexity", "speed"))
     kw["seeds"] = seeds

@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 from stm_lib.book import stats
-from stm_lib.book.result import Complexity, Result, Row, SeedRun, Speed, claim, paper_text
+from stm_lib.book.result import Complexity, Result, Row, SeedRun, Speed, make_claims, paper_text
 from stm_lib.book.tables import GPU_SEEDS, GPU_SPEED, Table, check_profile, get
 from stm_lib.config import Config, full_recipe
 from stm_lib.models import describe_widths, get_variant
-from stm_lib.io import atomic_copy, atomic_write_json, atomic_write_text
+from stm_lib.io import atomic_copy, atomic_write_json, atomic_write_text, locked
 
 # small files of a cached run copied next to results.json (checkpoints stay in the cache)
 RUN_FILES = ("config.yaml", "command.txt", "metrics.csv", "metrics.jsonl", "run.json")
@@ -140,8 +140,8 @@ class _Run:
             self.train_part(rows, part, pretrained)
         chance = {part.metric: self.t.chance(self.profile, part.name) for part in self.t.parts}
         by_id = {r.id: r for r in rows}
-        claims = [claim(by_id[a], by_id[b], part.metric, chance[part.metric])
-                  for part in self.t.parts for a, b in self.t.claims if a in by_id and b in by_id]
+        claims = make_claims(by_id, [(a, b, part.metric) for part in self.t.parts for a, b in self.t.claims
+                                     if a in by_id and b in by_id], chance)
         return Result(self.t.id, self.profile, self.t.title, self.t.caption, rows, claims, self.settings(),
                       self.seeds, chance, extra={"speed_setting": getattr(self, "speed_setting", None),
                                                  "notebook_seconds": round(time.time() - t0, 1)})
@@ -154,6 +154,9 @@ class _Run:
             info = {k: v for k, v in d.items()
                     if k not in ("id", "setting", "model", "frames") and not k.startswith("paper_")}
             rows.append(Row(d["id"], d["setting"], d["model"], d["frames"], "not_run", "", info=info, paper=paper))
+        if self.profile != "full":
+            for model, setting in self.t.references:
+                rows.append(Row(model, setting, model, 8, "not_run", "", reference=True))
         known = {r.id for r in rows} | {r.model for r in rows}
         for name in self.models or []:   # your own variant (book: "Run your own ablation")
             if name not in known:
@@ -211,9 +214,14 @@ class _Run:
             from stm_lib.data.proxy import proxy_path
 
             data["flow_root"] = str(proxy_path(data["dataset"].split("-", 1)[1], DataConfig(**data))[0] / "flow")
+        pre = pretrained if pretrained is not None else p["pretrained"]
+        if pre and pre.startswith("runs/"):   # the shared start, committed in this repository (stm pretrain)
+            from stm_lib.pretrain import verify
+            from stm_lib.provenance import ROOT
+
+            pre = verify(ROOT / pre)
         d = {
-            "model": dict(name=model, frames=frames, num_classes=0, width_mult=p["width_mult"],
-                          pretrained=pretrained if pretrained is not None else p["pretrained"]),
+            "model": dict(name=model, frames=frames, num_classes=0, width_mult=p["width_mult"], pretrained=pre),
             "data": dict(data, data_root=root, input_size=p["input_size"], num_workers=p["num_workers"],
                          test_clips=p["clips"], test_crops=p["crops"]),
             "train": dict(epochs=ep, batch_size=batch, lr=p["lr"] * lr_mult, lr_steps=steps, device=self.device,
@@ -366,12 +374,29 @@ def cache_key(cfg: Config, cache_dir: str | Path | None = None) -> str:
     pre = d["model"].get("pretrained")
     if pre and cache_dir and Path(pre).is_absolute() and Path(pre).is_relative_to(Path(cache_dir).resolve()):
         d["model"]["pretrained"] = "cache:" + str(Path(pre).relative_to(Path(cache_dir).resolve()))
+    elif pre and (Path(pre).parent / "pretrain.json").is_file():   # the shared start: what it is, not where
+        from stm_lib.pretrain import RECORD
+
+        d["model"]["pretrained"] = "start:" + json.loads((Path(pre).parent / RECORD).read_text())["sha256"]
     blob = json.dumps({"cache_epoch": CACHE_EPOCH, **d}, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights: bool = False
                  ) -> tuple[str, Path, dict, bool]:
+    """`_train_cached` holding the cache entry's lock (`<cache>/.<key>.lock`): one writer per run.
+    Without it a second `stm reproduce` in the same tree took the first's unfinished run folder
+    for an interrupted one and deleted it; now it waits, then reuses the finished run."""
+    cache_dir = Path(cache_dir).resolve()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = cache_key(cfg, cache_dir)
+    wait = lambda: print(f"  waiting: another process is training run {key}", flush=True)  # noqa: E731
+    with locked(cache_dir / f".{key}.lock", on_wait=wait):
+        return _train_cached(cfg, cache_dir, profile, need_weights)
+
+
+def _train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights: bool = False
+                  ) -> tuple[str, Path, dict, bool]:
     """(key, run folder, evaluation, whether it was cached). A run folder without its `done.json`
     (interrupted), or without weights when `need_weights` (its last checkpoint, or the backbone a
     fine-tune starts from: checkpoints are not committed), is trained again from scratch."""

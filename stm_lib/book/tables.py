@@ -95,6 +95,9 @@ class Table:
     speed_frames: tuple[int, ...] = (8, 16)  # frame counts the speed is measured at (Table 9: both)
     tradeoff: bool = False                  # plot accuracy against FLOPs and against measured videos/s
     claims_lead: str = ""                   # what the orderings can and cannot say (a chapter; paper tables: one stock line)
+    # rows of this project's, trained beside the paper's at the smoke and proxy profiles (marked
+    # `reference`): the frame-difference model the temporal proxies are calibrated with (issue 27)
+    references: tuple[tuple[str, str], ...] = ()
     frames: str = ("frames: the paper's; run_frames: as run here (the profile's frame count at smoke/proxy, "
                    "where 16-frame rows are not trained; the paper's at full)")
 
@@ -176,7 +179,8 @@ TABLES: dict[str, Table] = {t.id: t for t in [
            ("run_frames", "frames run"), ("paper:top1_ucf101", "paper UCF-101"), ("top1_ucf101", "measured UCF-101"),
            ("paper:top1_hmdb51", "paper HMDB-51"), ("top1_hmdb51", "measured HMDB-51"), ("status", "status")),
           pretrain=Part("pretrain", "top1_pretrain", "kinetics400", "proxy-scene")),
-    Table("5", "Impact of CSTM and CMM", _SSV1, _one("ssv1"), _ACC),
+    Table("5", "Impact of CSTM and CMM", _SSV1, _one("ssv1"), _ACC,
+          references=(("tsn-diff", "frame-difference reference (not the paper's: the proxy's calibration model)"),)),
     Table("6", "Fusion of the two modules", _SSV1, _one("ssv1"), _ACC),
     Table("7", "Location and number of STM blocks", _SSV1, _one("ssv1"),
           (("setting", "setting"), ("stage", "stage"), ("blocks", "blocks"), ("paper:top1", "paper top-1"),

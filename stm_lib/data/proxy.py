@@ -1,18 +1,18 @@
 """Procedurally generated proxy datasets, so the pipeline and the book run without a 100 GB
 download. Written in the Something-Something v1 layout, so they go through the real reader.
 
-temporal (modelled on Something-Something): every frame is a 2x2 grid of tiles, each filled
-with a drifting grating under one motion type: stripes moving sideways, stripes moving up or
-down, spokes turning, rings growing or shrinking. Every clip shows all four motion types,
-placed in tiles at random; the class is the four *directions* (a sign pattern), and class 2k+1
-is class 2k played backwards. Start phase, speed, colours and tile placement are drawn
-independently of the label and every motion is a shift on a circle started at a uniform phase,
-so each frame has the same distribution in every class, and even the unordered set of frames
-barely depends on it (every clip contains every motion type; a direction only changes the
-order). A frame-averaging model (TSN) is near chance by construction; a model that compares
-neighbouring frames (TSM, STM) is not. This is the gap of the paper's Table 5. Calibrated with TSN and the frame-difference
-reference only (runs/calibration/README.md). Drifting gratings,
-not small moving objects: with objects the same STM was still at chance after 4 epochs.
+temporal (modelled on Something-Something; version 4, issue 27): every frame is a 2x2 grid of
+tiles, each filled with a drifting pattern of the clip's motion kind (stripes of one orientation,
+spokes, rings, squares, a spiral) with its own phase, period, speed and colours. The class is the
+kind and the direction; class 2k+1 is class 2k played backwards. What moves is visible in one
+frame, which way it moves is not (every motion is a shift on a circle from a uniform phase, so
+each frame has the same distribution in both twins): a frame-averaging model (TSN) can reach the
+twin pair, 50% at best; a model that compares neighbouring frames (TSM, STM) can go further, up to
+the share of clips that move at all (`TEMPORAL["still"]`). This is the gap of the paper's Table
+5. Calibrated with TSN and the frame-difference reference only (runs/calibration/README.md).
+Version 3 (until issue 27) encoded the class in four directions at once, with TSN at chance by
+construction: the reference needed ~350 full-lr steps from scratch and a quarter of the runs of
+the paper's models never learnt it (bimodal seeds), so no claim could be decided.
 
 scene (modelled on Kinetics / UCF-101): the class is the background (colour and pattern kind)
 and is visible in every frame; a randomly moving disc and a drifting pattern are nuisance.
@@ -38,8 +38,10 @@ from PIL import Image
 from stm_lib.data.datasets import VideoDataset
 
 KINDS = ("temporal", "scene")
-VERSION = 3  # bump when the generator's output changes: it is part of the cache key
+VERSION = 4  # bump when the generator's output changes: it is part of the cache key
 # 3: validation split balanced at every size (same clips as 2 when videos is a multiple of 5 x classes)
+# 4: graded, not gated (issue 27): the class is one motion kind and its direction (the kind a
+#    static cue, the direction not); no motion in a share `still` (a ceiling below 100%)
 SCENE_VERSION = 5  # the scene proxy's own: 5 = calibrated difficulty (SCENE, issue 10 item 6)
 JPEG_QUALITY = 90  # part of the cache key (params_of): another quality writes other files
 FRAMES_DIR = "20bn-something-something-v1"
@@ -47,44 +49,56 @@ PREFIX = "something-something-v1"
 
 # --- temporal proxy ------------------------------------------------------------------------
 
-MOTIONS = ("horizontal", "vertical", "rotation", "size")
-WORDS = {  # (sign +1, sign -1) for each motion type: the class names
-    "horizontal": ("right", "left"), "vertical": ("down", "up"),
-    "rotation": ("clockwise", "anticlockwise"), "size": ("growing", "shrinking"),
+# Motion kinds (version 4): the class is a kind and a direction, class 2k+1 being class 2k played
+# backwards. What moves (the kind: stripes of one orientation, spokes, rings...) is visible in a
+# single frame, which way it moves is not: a frame-averaging model can narrow a clip down to its
+# twin pair and no further (at best 50%), as Something-Something's "pushing X left / right" pairs
+# let TSN name the object but not the action.
+KINDS_T = ("horizontal", "vertical", "rotation", "rings", "diagonal", "antidiagonal", "squares", "spiral")
+WORDS = {  # (played forwards, backwards): the class names
+    "horizontal": ("stripes right", "stripes left"), "vertical": ("stripes down", "stripes up"),
+    "rotation": ("spokes clockwise", "spokes anticlockwise"), "rings": ("rings growing", "rings shrinking"),
+    "diagonal": ("stripes down-right", "stripes up-left"), "antidiagonal": ("stripes down-left", "stripes up-right"),
+    "squares": ("squares growing", "squares shrinking"), "spiral": ("spiral out", "spiral in"),
 }
-# One representative per twin pair, the rest being its negation; the first four are mutually
-# at Hamming distance 2 (Hadamard rows), so small class counts are the easiest to tell apart.
-PATTERNS = ((1, 1, 1, 1), (1, 1, -1, -1), (1, -1, 1, -1), (1, -1, -1, 1),
-            (1, 1, 1, -1), (1, 1, -1, 1), (1, -1, 1, 1), (1, -1, -1, -1))
 
 
 # Motion per tile, in tile sides per stored frame (`period`, `speed`) and degrees per frame
 # (`omega`): the largest step between sampled frames (3 stored frames under TSN train sampling
 # of 16 -> 8) stays below half a period, so directions never alias.
-TEMPORAL = dict(period=(0.34, 0.44), speed=(0.032, 0.045), omega=(8, 12))
+#
+# Grading (version 4, issue 27; set by arithmetic before any run, then checked with TSN and the
+# frame-difference reference only): the kind caps a frame-averaging model at 50%; a share
+# `still` of the clips shows no motion, so even a perfect motion reader is capped near
+# (1 - still) + still x 0.5 = 0.95; each clip moves at `pace` (uniform) times the speeds above,
+# down to a thirtieth of that (no visible motion), under fresh noise of `noise` grey levels in
+# every frame, so reading slow clips takes integrating over frames and space: how much of that a
+# model manages grades it. TSN sits far below (the paper's SSv1 shape: TSN 19.7 vs STM 49.2).
+# `hint` (a class-coded hue family in that share of the clips) is 0: the kind already gives TSN
+# its static cue. Read with the reference: runs/calibration/README.md (issue 27).
+TEMPORAL = dict(period=(0.34, 0.44), speed=(0.032, 0.045), omega=(8, 12), hint=0.0, still=0.1, hues=10,
+                pace=(0.03, 1.0), noise=12.0)
 
 
-def temporal_signs(classes: int) -> np.ndarray:
-    """`(classes, 4)` direction signs: class 2k = PATTERNS[k], class 2k+1 = its time reversal."""
-    if classes < 2 or classes % 2 or classes > 2 * len(PATTERNS):
+def temporal_kinds(classes: int) -> list[int]:
+    """The motion kind of each class: class 2k and 2k+1 (its time reversal) show kind k."""
+    if classes < 2 or classes % 2 or classes > 2 * len(KINDS_T):
         raise ValueError(f"the temporal proxy needs an even number of classes from 2 to "
-                         f"{2 * len(PATTERNS)} (time-reversed pairs), got {classes}")
-    rows = []
-    for k in range(classes // 2):
-        p = np.array(PATTERNS[k])
-        rows += [p, -p]
-    return np.stack(rows)
+                         f"{2 * len(KINDS_T)} (time-reversed pairs), got {classes}")
+    return [c // 2 for c in range(classes)]
 
 
 def temporal_class_names(classes: int) -> list[str]:
-    return [" ".join(WORDS[m][0 if s > 0 else 1] for m, s in zip(MOTIONS, row))
-            for row in temporal_signs(classes)]
+    return [WORDS[KINDS_T[k]][c % 2] for c, k in enumerate(temporal_kinds(classes))]
 
 
-def _colours(rng, n):
-    """n pairs (background, object) of random colours with a strong light/dark contrast."""
-    dark = rng.uniform(0, 90, (n, 3))
-    light = rng.uniform(165, 255, (n, 3))
+def _colours(rng, n, hue: float):
+    """n pairs (background, object) of one hue family (`hue` in [0, 1) +- 0.02) with a strong
+    light/dark contrast; saturation and values drawn per tile."""
+    def rgb(v_lo, v_hi):
+        return np.array([colorsys.hsv_to_rgb((hue + rng.uniform(-0.02, 0.02)) % 1, rng.uniform(0.5, 0.9),
+                                             rng.uniform(v_lo, v_hi)) for _ in range(n)]) * 255
+    dark, light = rgb(0.1, 0.35), rgb(0.7, 1.0)
     swap = rng.random(n) < 0.5
     bg = np.where(swap[:, None], light, dark)
     fg = np.where(swap[:, None], dark, light)
@@ -101,41 +115,52 @@ def _square(phase):
     return 0.5 + 0.5 * np.tanh(3.0 * np.sin(2 * np.pi * phase))
 
 
-def _tile_pattern(rng, motion: int, sign: int, f: np.ndarray, t: int) -> np.ndarray:
-    """A drifting grating `(F, t, t)` in [0, 1] filling one tile, so every pixel carries the
-    motion. Each pattern is a shift of its phase at constant speed from a uniform start phase,
-    so every frame has the same distribution whatever the direction. Speeds keep the largest
-    step between sampled frames (3 stored frames under TSN train sampling of 16 -> 8) below
-    half a period: no aliasing."""
+def _tile_pattern(rng, kind: int, f: np.ndarray, t: int, still: bool = False, pace: float = 1.0) -> np.ndarray:
+    """A drifting pattern `(F, t, t)` in [0, 1] filling one tile, so every pixel carries the
+    motion, played forwards. Each pattern is a shift of its phase at constant speed from a uniform
+    start phase, so every frame has the same distribution whichever way it is played. Speeds keep
+    the largest step between sampled frames (3 stored frames under TSN train sampling of 16 -> 8)
+    below half a period: no aliasing."""
     yy, xx = np.mgrid[0:t, 0:t].astype(np.float32) + 0.5 - t / 2
-    f = f[:, None, None]
+    f = f[:, None, None] * (0.0 if still else pace)   # a still clip: every frame the first
     start = rng.uniform(0, 1)
-    if motion in (0, 1):  # stripes moving across: right/left (horizontal) or down/up (vertical)
-        period = t * rng.uniform(*TEMPORAL["period"])
-        speed = t * rng.uniform(*TEMPORAL["speed"])  # px per frame; x3 < period / 2
-        pos = xx if motion == 0 else yy
-        return _square(start + (pos - sign * speed * f) / period)
-    if motion == 2:  # 4-cycle spokes turning clockwise / anticlockwise, 8-12 deg a frame
-        omega = np.deg2rad(rng.uniform(*TEMPORAL["omega"]))
-        return _square(start + 4 * (np.arctan2(yy, xx) - sign * omega * f) / (2 * np.pi))
-    # motion 3: rings growing outwards / shrinking inwards
     period = t * rng.uniform(*TEMPORAL["period"])
-    speed = t * rng.uniform(*TEMPORAL["speed"])
-    return _square(start + (np.hypot(xx, yy) - sign * speed * f) / period)
+    speed = t * rng.uniform(*TEMPORAL["speed"])      # px per frame; x3 < period / 2
+    name = KINDS_T[kind]
+    if name in ("rotation", "spiral"):               # 4-cycle spokes / a 4-arm spiral, 8-12 deg a frame
+        omega = np.deg2rad(rng.uniform(*TEMPORAL["omega"]))
+        arms = 4 * (np.arctan2(yy, xx) - omega * f) / (2 * np.pi)
+        return _square(start + arms + (np.hypot(xx, yy) / period if name == "spiral" else 0.0))
+    pos = {"horizontal": xx, "vertical": yy, "diagonal": (xx + yy) / np.sqrt(2), "antidiagonal": (yy - xx) / np.sqrt(2),
+           "rings": np.hypot(xx, yy), "squares": np.maximum(np.abs(xx), np.abs(yy))}[name]
+    return _square(start + (pos - speed * f) / period)
 
 
-def render_temporal(rng: np.random.Generator, signs, frames: int, resolution: int) -> np.ndarray:
-    """One clip `(F, R, R, 3)` uint8 with motion directions `signs` (one per MOTIONS entry)."""
+def clip_style(rng: np.random.Generator, label: int) -> tuple[int, bool]:
+    """(hue family, still) of one temporal clip: the class's family (label % hues) with probability
+    TEMPORAL["hint"], else a uniform draw over the same families; still with probability
+    TEMPORAL["still"]. The first draws of the clip's stream."""
+    hues = TEMPORAL["hues"]
+    family = label % hues if rng.random() < TEMPORAL["hint"] else int(rng.integers(hues))
+    return family, bool(rng.random() < TEMPORAL["still"])
+
+
+def render_temporal(rng: np.random.Generator, kind: int, frames: int, resolution: int, label: int = 0) -> np.ndarray:
+    """One clip `(F, R, R, 3)` uint8 of motion kind `kind` played forwards: a 2x2 grid of tiles,
+    each its own phase, period, speed and colours of one hue family (`clip_style`), all at the
+    clip's pace; still (no motion) with probability TEMPORAL["still"]; noise in every frame."""
     t = resolution // 2
     out = np.empty((frames, 2 * t, 2 * t, 3), np.float32)
-    place = rng.permutation(4)  # which tile shows which motion: independent of the label
-    bg, fg = _colours(rng, 4)
+    family, still = clip_style(rng, label)
+    pace = rng.uniform(*TEMPORAL["pace"])
+    bg, fg = _colours(rng, 4, family / TEMPORAL["hues"])
     f = np.arange(frames, dtype=np.float32)
-    for tile, motion in enumerate(place):
-        m = _tile_pattern(rng, int(motion), int(signs[motion]), f, t)[..., None]
+    for tile in range(4):
+        m = _tile_pattern(rng, kind, f, t, still, pace)[..., None]
         y, x = divmod(tile, 2)
         out[:, y * t:(y + 1) * t, x * t:(x + 1) * t] = bg[tile] * (1 - m) + fg[tile] * m
     out += rng.normal(0, 4, out.shape[1:]).astype(np.float32)  # static sensor-like noise
+    out += rng.normal(0, TEMPORAL["noise"], out.shape).astype(np.float32)  # and fresh noise in every frame
     clip = np.clip(out, 0, 255).astype(np.uint8)
     if clip.shape[1] != resolution:  # odd resolution: pad the last row/column
         clip = np.pad(clip, ((0, 0), (0, resolution - clip.shape[1]), (0, resolution - clip.shape[2]), (0, 0)), mode="edge")
@@ -197,15 +222,19 @@ def render_scene(rng: np.random.Generator, label: int, classes: int, frames: int
 
 # --- writing the SSv1 layout ----------------------------------------------------------------
 
-def params_of(kind, videos, classes, frames, resolution, seed, jpeg_quality=None) -> dict:
-    """Everything that determines the files of a proxy: its cache key and `proxy.json`."""
+def params_of(kind, videos, classes, frames, resolution, seed, jpeg_quality=None, val_clips: int = 0) -> dict:
+    """Everything that determines the files of a proxy: its cache key and `proxy.json`.
+    `val_clips` 0 (the default, left out of the key) = a fifth of the clips (`validation_mask`)."""
     q = JPEG_QUALITY if jpeg_quality is None else jpeg_quality
-    return {"kind": kind, "videos": int(videos), "classes": int(classes), "frames": int(frames),
-            "resolution": int(resolution), "seed": int(seed),
-            "version": SCENE_VERSION if kind == "scene" else VERSION, "jpeg_quality": int(q)}
+    p = {"kind": kind, "videos": int(videos), "classes": int(classes), "frames": int(frames),
+         "resolution": int(resolution), "seed": int(seed),
+         "version": SCENE_VERSION if kind == "scene" else VERSION, "jpeg_quality": int(q)}
+    if val_clips:
+        p["val_clips"] = int(val_clips)
+    return p
 
 
-def validation_mask(videos: int, classes: int) -> np.ndarray:
+def validation_mask(videos: int, classes: int, val_clips: int = 0) -> np.ndarray:
     """`(videos,)` bool: which clips form the validation split. Clip i has label i % classes.
 
     A fifth of the clips, raised to one per class where every class can still keep a training
@@ -215,8 +244,13 @@ def validation_mask(videos: int, classes: int) -> np.ndarray:
     Inside class c (its clips k = 0, 1, ... in order) validation takes k = floor((j + 1) * n_c /
     v_c) - 1 for j < v_c: evenly spread, and exactly the old rule "every fifth round of
     classes" (k % 5 == 4) when videos is a multiple of 5 x classes, so those proxies (the
-    default 1000 / 10 among them) keep their splits."""
-    n_val = max(videos // 5, min(classes, videos - classes))
+    default 1000 / 10 among them) keep their splits. `val_clips` > 0 asks for that many
+    validation clips instead of a fifth (the book's proxies: >= 1,000, a binomial SD <= 1.6
+    points; issue 27)."""
+    if val_clips and not classes <= val_clips <= videos - classes:
+        raise ValueError(f"val_clips must leave every class a training and a validation clip: "
+                         f"{classes} <= val_clips <= {videos - classes}, got {val_clips}")
+    n_val = val_clips or max(videos // 5, min(classes, videos - classes))
     mask = np.zeros(videos, bool)
     for c in range(classes):
         idx = np.arange(c, videos, classes)  # clips of class c, in order
@@ -228,7 +262,8 @@ def validation_mask(videos: int, classes: int) -> np.ndarray:
 
 
 def make_proxy(kind: str, out_dir, videos: int = 1000, classes: int = 10, frames: int = 16,
-               resolution: int = 64, seed: int = 0, progress: bool = True, jpeg_quality: int | None = None) -> Path:
+               resolution: int = 64, seed: int = 0, progress: bool = True, jpeg_quality: int | None = None,
+               val_clips: int = 0) -> Path:
     """Write a proxy dataset in the SSv1 layout under `out_dir` and return it.
 
     Deterministic given the arguments (clip i is drawn from `default_rng([seed, i])`). Written
@@ -243,9 +278,9 @@ def make_proxy(kind: str, out_dir, videos: int = 1000, classes: int = 10, frames
         raise ValueError(f"need frames >= 2 and resolution >= 16 (got {frames}, {resolution})")
     names = temporal_class_names(classes) if kind == "temporal" else scene_class_names(classes)
     if kind == "temporal":
-        signs = temporal_signs(classes)
-    params = params_of(kind, videos, classes, frames, resolution, seed, jpeg_quality)
-    val = validation_mask(videos, classes)
+        kinds = temporal_kinds(classes)
+    params = params_of(kind, videos, classes, frames, resolution, seed, jpeg_quality, val_clips)
+    val = validation_mask(videos, classes, val_clips)
     out = Path(out_dir).expanduser()
     if out.exists():
         return _reuse(out, params)
@@ -263,7 +298,7 @@ def make_proxy(kind: str, out_dir, videos: int = 1000, classes: int = 10, frames
             label = i % classes
             rng = np.random.default_rng([seed, i])
             if kind == "temporal":
-                clip = render_temporal(rng, signs[label & ~1], frames, resolution)
+                clip = render_temporal(rng, kinds[label], frames, resolution, label)
                 if label % 2:  # the twin class is the same kind of clip played backwards
                     clip = clip[::-1]
             else:
@@ -311,7 +346,8 @@ def proxy_path(kind: str, cfg) -> tuple[Path, dict]:
     parameters: `<proxy_cache>/<kind>-<hash of params_of>` (every parameter that changes the
     files, the generator version and the JPEG quality included)."""
     p = params_of(kind, cfg.proxy_videos, cfg.proxy_classes, cfg.proxy_frames, cfg.proxy_resolution,
-                  getattr(cfg, "proxy_seed", 0), getattr(cfg, "proxy_jpeg_quality", None))
+                  getattr(cfg, "proxy_seed", 0), getattr(cfg, "proxy_jpeg_quality", None),
+                  getattr(cfg, "proxy_val_clips", 0))
     key = hashlib.sha1(json.dumps(p, sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir(cfg.proxy_cache) / f"{kind}-{key}", p
 
@@ -322,7 +358,7 @@ def ensure_proxy(kind: str, cfg, progress: bool = True) -> Path:
     if (out / "proxy.json").is_file():
         return out
     return make_proxy(kind, out, p["videos"], p["classes"], p["frames"], p["resolution"], p["seed"], progress,
-                      p["jpeg_quality"])
+                      p["jpeg_quality"], p.get("val_clips", 0))
 
 
 # --- decoded once: a uint8 array per split, memory-mapped -------------------------------------

@@ -12,7 +12,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from stm_lib.config import Config, DataConfig, ModelConfig, TrainConfig, load_yaml
+from stm_lib.config import Config, DataConfig, ModelConfig, TrainConfig, load_yaml, safe_load
 
 LR_HELP = """\
 learning rate, used as is at any batch size (default 0.01: the paper's lr at batch 64 for 8
@@ -57,7 +57,7 @@ def _key_value(s: str) -> tuple[str, object]:
     if not eq or not key:
         raise argparse.ArgumentTypeError(f"expected FIELD=VALUE like cmm_reduction=8, got '{s}'")
     try:
-        return key.strip(), yaml.safe_load(value)
+        return key.strip(), safe_load(value)   # the alias and depth limits of config files
     except yaml.YAMLError:
         raise argparse.ArgumentTypeError(f"cannot read the value in '{s}'") from None
 
@@ -101,6 +101,7 @@ def _add_train(sub) -> None:
     g.add_argument("--proxy-frames", type=int, help="proxy datasets: frames per clip (default 16)")
     g.add_argument("--proxy-resolution", type=int, help="proxy datasets: frame side in px (default 64)")
     g.add_argument("--proxy-seed", type=int, help="proxy datasets: generator seed (default 0)")
+    g.add_argument("--proxy-val-clips", type=int, help="proxy datasets: validation clips (default 0 = a fifth)")
     g.add_argument("--proxy-cache", help="proxy datasets: cache folder (default ~/.cache/stm/proxy)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="default 50")
@@ -153,7 +154,7 @@ def config_from_args(args) -> Config:
 
         try:
             cfg = load_yaml(yaml_path)
-            from_yaml = yaml.safe_load(Path(yaml_path).read_text()) or {}
+            from_yaml = safe_load(Path(yaml_path).read_text()) or {}
         except yaml.YAMLError as e:  # one line naming the file and line, not a traceback
             mark = getattr(e, "problem_mark", None)
             where = f"{yaml_path}:{mark.line + 1}" if mark else str(yaml_path)
@@ -196,6 +197,13 @@ def cmd_train(args) -> int:
     except NonFiniteLossError as e:
         print(f"stm train: error: {e}", file=sys.stderr)
         return 3
+    except OSError as e:   # stm_lib.cli prints a full disk or read-only --out in one line; say what is kept
+        from stm_lib.engine.checkpoint import LAST
+
+        last = Path(cfg.train.out) / LAST
+        if last.is_file():
+            e.add_note(f"{last} still holds the last good checkpoint: free space (or fix the folder), then --resume")
+        raise
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {out}")
     return 0

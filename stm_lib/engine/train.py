@@ -346,7 +346,11 @@ def train(cfg: Config, command: str | None = None) -> Path:
         session["end"] = P.now()
         session["seconds"] = round(time.time() - t_process, 3)
         if started and info.is_main and out.is_dir():
-            _write_provenance(out, cfg, session, info)
+            try:
+                _write_provenance(out, cfg, session, info)
+            except OSError:   # a full disk fails this write too: report the error that stopped the run
+                if session.get("status") == "finished":
+                    raise
         torch.use_deterministic_algorithms(was_deterministic)  # leave the process as we found it
         torch.backends.cudnn.benchmark = was_benchmark
         D.cleanup()

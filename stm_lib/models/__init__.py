@@ -34,7 +34,8 @@ def build_model(cfg: ModelConfig | None = None, verbose: bool = False,
         model = SpatiotemporalResNet(variant.block_specs(), cfg.frames, cfg.num_classes, cfg.width_mult,
                                      cfg.dropout, flow_stack=variant.flow_stack)
     else:
-        model = VideoResNet(variant.block_specs(), cfg.frames, cfg.num_classes, cfg.width_mult, cfg.dropout)
+        model = VideoResNet(variant.block_specs(), cfg.frames, cfg.num_classes, cfg.width_mult, cfg.dropout,
+                            stem=variant.stem)
     model.variant_name = cfg.name
     model.load_report = None
     if cfg.pretrained:

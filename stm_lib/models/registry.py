@@ -4,6 +4,9 @@
 each listed stage (Table 7); "second" = only the second (ST-ResNet's res2b..res5b). Stages are
 numbered as in the paper: conv2_x .. conv5_x = 2 .. 5. `flow_stack` > 0 makes a two-stream
 Spatiotemporal ResNet whose input carries that many stacked flow fields after the RGB channels.
+`stem="tdn"` adds TDN's short-term difference stream beside the stem and stage 2
+(`successors.ShortTermTDM`). STM's successors (`tea`, `tdn`, `tam`, `tin`) are described in
+`models/successors.py`, with their published costs (`SUCCESSOR_PAPER`).
 
 Ablations without library edits: `ModelConfig.block` overrides any BlockSpec field of a variant's
 spec, and its `where` / `stages` (`resolve_variant`); `resolved_variant` is what provenance records.
@@ -28,6 +31,7 @@ class Variant:
     about: str = ""
     flow_stack: int = 0                     # > 0: two-stream ST-ResNet, L flow fields per frame
     frame_diff: bool = False                # the frame-difference reference (models/framediff.py)
+    stem: str = "plain"                     # "plain" | "tdn" (TDN's S-TDM beside the stem and stage 2)
 
     def block_specs(self) -> list[list[BlockSpec]]:
         if self.where != "all" and self.where not in ONLY:
@@ -57,6 +61,13 @@ VARIANTS: dict[str, Variant] = {
                              about="ST-ResNet's 1x1x3 temporal conv (average init) in res2b..res5b, RGB only"),
     "st-resnet": Variant(BlockSpec(conv1="temporal"), where="second", flow_stack=10,
                          about="two-stream ST-ResNet: RGB + 10 stacked flows, motion->appearance at res2b..res5b"),
+    # STM's successors (models/successors.py), on ResNet-50
+    "tea": Variant(BlockSpec(temporal_module="me", conv2="mta"),
+                   about="TEA: motion excitation + multiple temporal aggregation, every block (ResNet-50 widths)"),
+    "tdn": Variant(BlockSpec(temporal_module="ltdm"), stages=(3, 4, 5), stem="tdn",
+                   about="TDN: short-term difference stream on the stem + long-term TDM in stages 3-5"),
+    "tam": Variant(BlockSpec(temporal_module="tam"), about="TANet: temporal adaptive module after conv1, every block"),
+    "tin": Variant(BlockSpec(shift="tin"), about="TIN: learned fractional temporal interlace on C/4 before conv1"),
 }
 
 

@@ -13,21 +13,25 @@ import torch
 import torch.nn as nn
 
 from stm_lib.models.relatives import STHConv, TemporalConv
+from stm_lib.models.successors import MTA, TAM, LongTermTDM, MotionExcitation, ShortTermTDM, TemporalInterlace
 from stm_lib.models.temporal import CMM, CSTM, TemporalShift
 
 
 @dataclass(frozen=True)
 class BlockSpec:
     """What one bottleneck carries. Every named variant is a choice of these fields."""
-    shift: str | None = None          # None | "tsm" | "stsm": shift on the residual branch before conv1
+    shift: str | None = None          # None | "tsm" | "stsm" | "tin": on the residual branch before conv1
     cstm: str | None = None           # None | "channelwise" | "ordinary": Eq. (1) before the 3x3 conv
     cmm: bool = False                 # Eq. (2) beside the 3x3 path
     fusion: str = "sum"               # "sum" | "concat" (Table 6) when both paths exist
-    conv2: str = "plain"              # "plain" | "sth" (hybrid conv replaces the 3x3)
+    conv2: str = "plain"              # "plain" | "sth" (hybrid conv replaces the 3x3) | "mta" (TEA's MTA)
     conv1: str = "plain"              # "plain" | "temporal" (ST-ResNet 1x1x3 conv, average init)
-    cmm_reduction: int = 16           # r of section 3.2
+    cmm_reduction: int = 16           # r of section 3.2 (also TEA ME's and TDN L-TDM's r, 16 too)
     stsm_spatial_fold_div: int = 32   # STSM: C/32 channels for each of 4 pixel directions (open)
     sth_temporal_share: float = 0.25  # STH: share of input channels with temporal kernels (open)
+    temporal_module: str | None = None  # None | "me" (TEA) | "ltdm" (TDN) | "tam" (TANet): on conv1's output
+    mta_base_width: int = 16          # MTA's group width = planes * w / 64: 16 keeps ResNet-50's widths,
+                                      # 26 is Res2Net-50 26w x 4s (the official TEA; no ImageNet weights here)
 
     def __post_init__(self) -> None:
         for f, allowed in CHOICES.items():
@@ -35,15 +39,23 @@ class BlockSpec:
                 raise ValueError(f"BlockSpec.{f} must be one of {allowed}, got {getattr(self, f)!r}")
         if not (isinstance(self.cmm_reduction, int) and self.cmm_reduction >= 1):
             raise ValueError(f"BlockSpec.cmm_reduction must be an integer >= 1, got {self.cmm_reduction!r}")
+        if not (isinstance(self.mta_base_width, int) and self.mta_base_width >= 1):
+            raise ValueError(f"BlockSpec.mta_base_width must be an integer >= 1, got {self.mta_base_width!r}")
 
     @property
     def is_plain(self) -> bool:
         """No temporal module: the block is ResNet-50's, whatever its (unused) module knobs say."""
-        return (self.shift, self.cstm, self.cmm, self.conv2, self.conv1) == (None, None, False, "plain", "plain")
+        return ((self.shift, self.cstm, self.cmm, self.conv2, self.conv1, self.temporal_module)
+                == (None, None, False, "plain", "plain", None))
+
+    def width(self, planes: int) -> int:
+        """The block's inner width: `planes`, or with MTA 4 groups of planes * mta_base_width / 64."""
+        return planes if self.conv2 != "mta" else 4 * max(1, planes * self.mta_base_width // 64)
 
 
-CHOICES = {"shift": (None, "tsm", "stsm"), "cstm": (None, "channelwise", "ordinary"), "fusion": ("sum", "concat"),
-           "conv2": ("plain", "sth"), "conv1": ("plain", "temporal")}
+CHOICES = {"shift": (None, "tsm", "stsm", "tin"), "cstm": (None, "channelwise", "ordinary"),
+           "fusion": ("sum", "concat"), "conv2": ("plain", "sth", "mta"), "conv1": ("plain", "temporal"),
+           "temporal_module": (None, "me", "ltdm", "tam")}
 
 
 PLAIN = BlockSpec()
@@ -58,9 +70,11 @@ def cmm_reduction(r: int, width_mult: float) -> int:
 
 
 class Bottleneck(nn.Module):
-    """conv1 1x1 -> BN -> ReLU -> [CSTM] -> conv2 3x3 (stride) -> BN -> ReLU [+ CMM] -> conv3 1x1 -> BN
-    -> + shortcut -> ReLU. With CSTM and CMM this is the STM block of section 3.3 / Fig. 3:
-    `relu(bn2(conv2(cstm(x)))) + cmm(x)`, both fed by the same post-ReLU conv1 output.
+    """[shift] -> conv1 1x1 -> BN -> ReLU -> [ME | L-TDM | TAM] -> [CSTM] -> conv2 3x3 (stride) -> BN
+    -> ReLU [+ CMM] -> conv3 1x1 -> BN -> + shortcut -> ReLU. With CSTM and CMM this is the STM
+    block of section 3.3 / Fig. 3: `relu(bn2(conv2(cstm(x)))) + cmm(x)`, both fed by the same
+    post-ReLU conv1 output. With `conv2="mta"` TEA's MTA replaces conv2 -> BN -> ReLU (its groups
+    apply bn2 and ReLU themselves) and the inner width is `spec.width(planes)`.
     """
     expansion = 4
 
@@ -68,16 +82,20 @@ class Bottleneck(nn.Module):
                  width_mult: float = 1.0):
         super().__init__()
         out = planes * self.expansion
+        planes = spec.width(planes)           # the inner width: unchanged unless MTA sets it
         if spec.conv1 == "temporal":
             self.conv1 = TemporalConv(inplanes, planes, frames)
         else:
             self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
+        self.mta = spec.conv2 == "mta"
         if spec.conv2 == "sth":
             self.conv2 = STHConv(planes, planes, stride, frames, spec.sth_temporal_share)
+        elif self.mta:
+            self.conv2 = MTA(planes, frames, stride, first=stride != 1 or inplanes != out)
         else:
             self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = nn.BatchNorm2d(planes * 3 // 4 if self.mta else planes)   # MTA: its 3 convolved groups
         self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out)
         self.relu = nn.ReLU(inplace=True)
@@ -86,8 +104,17 @@ class Bottleneck(nn.Module):
             self.downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False),
                                             nn.BatchNorm2d(out))
         self.shift = None
-        if spec.shift:
+        if spec.shift == "tin":
+            self.shift = TemporalInterlace(inplanes, frames)
+        elif spec.shift:
             self.shift = TemporalShift(frames, 8, spec.stsm_spatial_fold_div if spec.shift == "stsm" else 0)
+        self.after_conv1 = None
+        if spec.temporal_module == "me":
+            self.after_conv1 = MotionExcitation(planes, frames, cmm_reduction(spec.cmm_reduction, width_mult))
+        elif spec.temporal_module == "ltdm":
+            self.after_conv1 = LongTermTDM(planes, frames, cmm_reduction(spec.cmm_reduction, width_mult))
+        elif spec.temporal_module == "tam":
+            self.after_conv1 = TAM(planes, frames)
         self.cstm = CSTM(planes, frames, channelwise=spec.cstm == "channelwise") if spec.cstm else None
         self.cmm = CMM(planes, frames, cmm_reduction(spec.cmm_reduction, width_mult), stride) if spec.cmm else None
         self.fuse = None
@@ -96,7 +123,8 @@ class Bottleneck(nn.Module):
 
     def resnet_layers(self) -> list[nn.Module]:
         """ResNet-50's own layers, in registration order; they get ResNet's init. Every other
-        child (shift, cstm, cmm, fuse, or a new temporal module) is not listed and keeps its own."""
+        child (shift, after_conv1, cstm, cmm, fuse, or a new temporal module) is not listed and
+        keeps its own; MTA (conv2) inits itself."""
         return [m for m in (self.conv1, self.bn1, self.conv2, self.bn2, self.conv3, self.bn3, self.downsample)
                 if m is not None]
 
@@ -107,8 +135,9 @@ class Bottleneck(nn.Module):
         out = x if inject is None else x + inject
         out = out if self.shift is None else self.shift(out)
         out = self.relu(self.bn1(self.conv1(out)))
+        out = out if self.after_conv1 is None else self.after_conv1(out)
         st = out if self.cstm is None else self.cstm(out)
-        st = self.relu(self.bn2(self.conv2(st)))
+        st = self.conv2(st, self.bn2) if self.mta else self.relu(self.bn2(self.conv2(st)))
         if self.cmm is not None:
             m = self.cmm(out)
             st = st + m if self.fuse is None else self.fuse(torch.cat([st, m], dim=1))
@@ -155,10 +184,12 @@ def _width(c: int, mult: float) -> int:
 
 
 class VideoResNet(nn.Module):
-    """ResNet-50 applied per frame, with `specs[stage][block]` choosing each block's module."""
+    """ResNet-50 applied per frame, with `specs[stage][block]` choosing each block's module.
+    `stem="tdn"` adds TDN's short-term difference stream beside the stem and layer1
+    (`successors.ShortTermTDM`, with its own plain copy of layer1)."""
 
     def __init__(self, specs: list[list[BlockSpec]], frames: int, num_classes: int,
-                 width_mult: float = 1.0, dropout: float = 0.5, in_channels: int = 3):
+                 width_mult: float = 1.0, dropout: float = 0.5, in_channels: int = 3, stem: str = "plain"):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -166,14 +197,16 @@ class VideoResNet(nn.Module):
             raise ValueError(f"frames must be >= 1, got {frames}")
         if not 0 < width_mult <= 4:
             raise ValueError(f"width_mult must be in (0, 4], got {width_mult}")
+        if stem not in ("plain", "tdn"):
+            raise ValueError(f"stem must be 'plain' or 'tdn', got {stem!r}")
         self.frames, self.num_classes, self.in_channels = frames, num_classes, in_channels
-        self.temporal = any(not s.is_plain for stage in specs for s in stage)
-        stem = _width(64, width_mult)
-        self.conv1 = nn.Conv2d(in_channels, stem, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem)
+        self.temporal = stem != "plain" or any(not s.is_plain for stage in specs for s in stage)
+        stem_ch = _width(64, width_mult)
+        self.conv1 = nn.Conv2d(in_channels, stem_ch, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem_ch)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        inplanes = stem
+        inplanes = stem_ch
         for i, ((n, planes, stride), stage_specs) in enumerate(zip(STAGES, specs)):
             planes = _width(planes, width_mult)
             blocks = []
@@ -184,6 +217,14 @@ class VideoResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(inplanes, num_classes)
+        self.stdm = None
+        if stem == "tdn":
+            n, planes, _ = STAGES[0]
+            layer, inplanes = [], stem_ch
+            for b in range(n):
+                layer.append(Bottleneck(inplanes, _width(planes, width_mult), 1, frames, PLAIN, width_mult))
+                inplanes = layer[-1].conv3.out_channels
+            self.stdm = ShortTermTDM(frames, in_channels, stem_ch, nn.Sequential(*layer))
         self._init_backbone()
 
     @torch.no_grad()
@@ -213,8 +254,17 @@ class VideoResNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """`(N*T, C_in, H, W)` -> `(N*T, C)` pooled per-frame features."""
-        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        x = self.layer1(self.stem(x)) if self.stdm is None else self.stdm(x, self.stem, self.layer1)
+        x = self.layer4(self.layer3(self.layer2(x)))
         return torch.flatten(self.avgpool(x), 1)
+
+    def imagenet_copies(self) -> dict[str, str]:
+        """Tensors that start from an ImageNet tensor of another name (`load_imagenet`): TDN's
+        difference stream takes conv1 (RGB mean, repeated: `_inflate`) and layer1."""
+        if self.stdm is None:
+            return {}
+        return {"stdm.conv.weight": "conv1.weight",
+                **{f"stdm.layer1.{k}": f"layer1.{k}" for k in self.stdm.layer1.state_dict()}}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, self.frames if self.temporal else None)
@@ -282,9 +332,12 @@ class LoadReport:
     skipped: list[str] = field(default_factory=list)    # in the file, not used (fc with another class count)
     inflated: list[str] = field(default_factory=list)   # loaded after reshaping (1x1 -> 1x1x3; RGB -> flow stem)
     unexpected: list[str] = field(default_factory=list)  # in the file, unknown to the model
+    copied: list[str] = field(default_factory=list)     # model tensors filled from a file tensor of another
+    #                                                     name (TDN's difference stream: `imagenet_copies`)
 
     def summary(self) -> str:
-        return (f"ImageNet init: {len(self.loaded)} tensors loaded ({len(self.inflated)} inflated), "
+        copied = f", {len(self.copied)} copied to a second home" if self.copied else ""
+        return (f"ImageNet init: {len(self.loaded)} tensors loaded ({len(self.inflated)} inflated{copied}), "
                 f"{len(self.new)} new (temporal modules / fc), {len(self.skipped)} skipped, "
                 f"{len(self.unexpected)} unexpected")
 
@@ -313,15 +366,25 @@ def read_state_dict(source: str) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _inflate(k: str, v: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+def _inflate(k: str, v: torch.Tensor, shape: torch.Size, own: dict | None = None) -> torch.Tensor | None:
     """An ImageNet tensor reshaped for a model tensor of `shape`, or None if no rule applies:
     a 1x1 conv -> ST-ResNet's 1x1x3 temporal conv, as the temporal average [W/3, W/3, W/3]; the
     RGB stem -> a flow stem of 2L channels, as the mean over RGB repeated (TSN's cross-modality
-    init, the usual start of a flow stream)."""
+    init, the usual start of a flow stream; TDN's 12-channel difference stem too); a 3x3 conv ->
+    TEA's MTA (three g x g kernels from its diagonal blocks; bn2's matching 3g channels, when
+    `own`, the model's state dict, shows that block's conv2 is an MTA)."""
     if v.dim() == 4 and len(shape) == 5 and shape[:2] == v.shape[:2] and shape[3:] == v.shape[2:]:
         return v.unsqueeze(2).expand(shape) / shape[2]
     if k == "conv1.weight" and len(shape) == 4 and shape[0] == v.shape[0] and shape[2:] == v.shape[2:]:
         return v.mean(dim=1, keepdim=True).expand(shape).clone()
+    if (k.endswith(".conv2.weight") and len(shape) == 4 and shape[0] == 3 * shape[1]
+            and v.shape[:2] == (4 * shape[1], 4 * shape[1]) and v.shape[2:] == shape[2:]):
+        g = shape[1]                                  # MTA: the 3x3 kernel's first three diagonal blocks
+        return torch.cat([v[i * g:(i + 1) * g, i * g:(i + 1) * g] for i in range(3)])
+    conv2 = (own or {}).get(k.rpartition(".bn2.")[0] + ".conv2.weight") if ".bn2." in k else None
+    if (conv2 is not None and conv2.dim() == 4 and conv2.shape[0] == 3 * conv2.shape[1] == shape[0]
+            and v.shape[0] == 4 * conv2.shape[1]):
+        return v[:shape[0]].clone()                   # MTA's bn2: the channels of those three groups
     return None
 
 
@@ -346,7 +409,7 @@ def load_imagenet(model: nn.Module, source: str | dict[str, torch.Tensor]) -> Lo
             rep.unexpected.append(k)
         elif own[k].shape == v.shape:
             to_load[k] = v
-        elif (w := _inflate(k, v, own[k].shape)) is not None:
+        elif (w := _inflate(k, v, own[k].shape, own)) is not None:
             to_load[k] = w
             rep.inflated.append(k)
         elif k.startswith("fc."):
@@ -354,9 +417,16 @@ def load_imagenet(model: nn.Module, source: str | dict[str, torch.Tensor]) -> Lo
         else:
             raise ValueError(f"pretrained tensor {k} has shape {tuple(v.shape)}, model expects "
                              f"{tuple(own[k].shape)} (ImageNet weights need width_mult=1)")
-    model.load_state_dict(to_load, strict=False)
+    copies = {}                                    # a second home for an ImageNet tensor (TDN)
+    for k, src in (model.imagenet_copies() if hasattr(model, "imagenet_copies") else {}).items():
+        v = sd.get(src)
+        if v is not None and k in own:
+            copies[k] = v if own[k].shape == v.shape else _inflate(src, v, own[k].shape, own)
+    copies = {k: v for k, v in copies.items() if v is not None}
+    model.load_state_dict({**to_load, **copies}, strict=False)
     rep.loaded = sorted(to_load)
+    rep.copied = sorted(copies)
     rep.skipped.sort()
     rep.inflated.sort()
-    rep.new = sorted(k for k in own if k not in to_load)
+    rep.new = sorted(k for k in own if k not in to_load and k not in copies)
     return rep
