@@ -39,7 +39,7 @@ class Recipe:
     gratings: int = 32        # oriented-grating classes: 8 orientations x (gratings / 8) spatial frequencies
     size: int = 32            # image side (the proxy profile's input size)
     width_mult: float = 0.25  # the proxy profile's width
-    steps: int = 3000         # SGD steps
+    steps: int = 1500         # optimiser steps
     batch_size: int = 128
     lr: float = 2e-3          # AdamW, cosine to 0 after a linear warm-up of a tenth (at most 100 steps):
     weight_decay: float = 0.05  # from scratch, SGD left this deep, thin net near chance for hundreds of steps
