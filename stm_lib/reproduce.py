@@ -307,7 +307,7 @@ def register(sub) -> None:
     p.add_argument("--data-root", default=None, help="the real dataset's folder (profile full)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--seeds", type=int, default=None,
-                   help="training seeds per row (default: the profile's: smoke 1, proxy 3 (5 on a GPU), full 1)")
+                   help="training seeds per row (default: the profile's: smoke 1, proxy 5 (10 on a GPU), full 1)")
     p.add_argument("--jobs", type=int, default=None,
                    help="runs trained side by side, 1 thread each, before the notebooks (default: one per core "
                         "up to 8 for CPU smoke/proxy, 1 on a GPU or for full)")

@@ -587,9 +587,9 @@ def status_page(results: dict[str, dict[str, Result]], chosen: dict[str, str]) -
            "Row status: *exact* (measured at the paper's own setting, equal at its printed precision), *proxy* / "
            "*smoke* (trained here on an embedded synthetic proxy at CPU scale: never the paper's number), *full* "
            "(the paper's settings on the real data), *not run* (with the reason). Verdicts on the paper's "
-           "orderings: *holds* / *reversed* (the mean difference over seeds exceeds two standard errors), "
-           "*not resolved* (within two standard errors, or a single seed), *uninformative* (both sides at the "
-           "ceiling or at chance).", "",
+           f"orderings, recomputed from the per-seed values: {stats.TEST} *Not resolved* otherwise (or with one "
+           f"seed). {stats.UNINFORMATIVE[0].upper()}{stats.UNINFORMATIVE[1:]}. {stats.FAILURE_RULE[0].upper()}"
+           f"{stats.FAILURE_RULE[1:]}.", "",
            "| table | shown | runs | seeds per row | rows trained | rows not run | verdicts |",
            "|---|---|---|---|---|---|---|"]
     sections = []
@@ -615,7 +615,17 @@ def status_page(results: dict[str, dict[str, Result]], chosen: dict[str, str]) -
             sec.append(f"- `{p}`: commit `{(g.get('commit') or '?')[:10]}`{flag}, {pv.get('wall_time_s', '?')} s, "
                        f"{len(r.seeds)} seed(s), finished {pv.get('end', '?')}.")
         for c in res.claims:
-            sec.append(f"- {c.better} > {c.worse} ({c.metric}): **{c.verdict}**")
+            test = ""
+            if c.p is not None:
+                test = (f": difference {c.diff:+.1f} (95% CI {c.ci[0]:+.1f} to {c.ci[1]:+.1f}), Welch p = {_p(c.p)} "
+                        f"(df {c.df:.1f}), Holm p = {_p(c.p_adj)}, MDD {c.mdd:.1f}" if c.mdd is not None else "")
+            elif c.why != "not measured":
+                test = f" ({WHY.get(c.why, '').split(':')[0].split(' (')[0]})"
+            sec.append(f"- {c.better} > {c.worse} ({c.metric}): **{c.verdict}**{test}")
+        fails = [(r.id, f) for r in res.rows for m in res.chance if (f := r.failures(m, res.chance[m]))]
+        if fails:
+            k, n = sum(f["k"] for _, f in fails), sum(f["n"] for _, f in fails)
+            sec.append(f"- failed runs ({stats.FAILURE_RULE.split(':')[0]} rule): {k} of {n}")
         sections += sec + [""]
     out += ["", *sections]
     return "\n".join(out) + "\n"
