@@ -274,7 +274,8 @@ def safe_load(text: str) -> Any:
 
         def compose_node(self, parent, index):
             ev = self.peek_event()
-            if isinstance(ev, yaml.AliasEvent) and ev.anchor in self.anchors and id(self.anchors[ev.anchor]) not in self.sizes:
+            inside = isinstance(ev, yaml.AliasEvent) and ev.anchor in self.anchors
+            if inside and id(self.anchors[ev.anchor]) not in self.sizes:   # its anchor is still being composed
                 raise ComposerError(None, None, f"the alias *{ev.anchor} contains itself", ev.start_mark)
             if self.depth >= MAX_YAML_DEPTH:
                 raise ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", ev.start_mark)
@@ -288,7 +289,7 @@ def safe_load(text: str) -> Any:
                     [x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode) else [])
                 self.sizes[id(node)] = 1 + sum(self.sizes[id(k)] for k in kids)
                 if self.sizes[id(node)] > MAX_YAML_VALUES:
-                    raise ComposerError(None, None, f"aliases expand to more than {MAX_YAML_VALUES} values",
+                    raise ComposerError(None, None, f"more than {MAX_YAML_VALUES} values (aliases expanded)",
                                         ev.start_mark)
             return node
 

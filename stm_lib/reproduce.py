@@ -67,19 +67,22 @@ def check_params(params: dict, declared: list[str], where: str) -> None:
         if k not in declared:
             known = [n for n in declared if n not in SET_HERE]
             raise ValueError(f"--params: unknown parameter {k[:80]!r} (not in {where}); known: {', '.join(known)}")
-        scalar = lambda x: x is None or isinstance(x, (str, bool, int)) or (  # noqa: E731
-            isinstance(x, float) and math.isfinite(x))
         if k in DICT_PARAMS and v is not None:
             if not isinstance(v, dict):
                 raise ValueError(f"--params: {k} must be a JSON object like {{\"train\": {{\"lr\": 0.05}}}}")
             try:
                 Config().merge(v)
             except (TypeError, ValueError, RecursionError) as e:
-                why = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:300]
+                why = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:300].removeprefix(f"{k}: ")
                 raise ValueError(f"--params: {k}: {why}") from None
-        elif not (scalar(v) or (isinstance(v, list) and all(map(scalar, v)))):
+        elif not (_scalar(v) or (isinstance(v, list) and all(map(_scalar, v)))):
             raise ValueError(f"--params: {k} must be a JSON number, string, true/false, null or a list of "
                              f"those, got {json.dumps(v)[:80]}")
+
+
+def _scalar(x) -> bool:
+    """A JSON scalar papermill writes as a Python literal (NaN and Infinity it would write as calls)."""
+    return x is None or isinstance(x, (str, bool, int)) or (isinstance(x, float) and math.isfinite(x))
 
 
 def parse_params(text: str | None) -> dict | None:

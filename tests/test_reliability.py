@@ -269,7 +269,8 @@ def test_a_run_whose_clips_all_fail_exits_nonzero(tmp_path, capsys):
     assert not list((tmp_path / "mid").glob("*.pt"))
     # an impossible input size (every clip raised before) is refused up front
     assert main(_ssv1_flags(root, tmp_path / "run0", "--input-size", "0")) == 2
-    assert "--input-size must be positive" in _one_line_error(capsys.readouterr().err, "train")
+    assert "data.input_size: must be at least 1, got 0" in _one_line_error(capsys.readouterr().err, "train")
+    assert not (tmp_path / "run0").exists()   # refused by the config check (issue 28), before any file
 
 
 def test_skip_share_limit_and_the_epoch_line_shows_the_count(tmp_path, capsys):

@@ -182,8 +182,8 @@ def test_plan_follows_the_paper_at_full_and_seeds_vary_only_the_seed():
         assert c.train.batch_size == (64 if c.model.frames == 8 else 32)
         assert c.train.lr == 0.01 and c.train.lr_scale is False and (c.data.test_clips, c.data.test_crops) == (10, 3)
     proxy = runner.plan("5", "proxy", seeds=3, overrides={"model": {"dropout": 0.0}})
-    assert len(proxy) == 4 * 3
-    for rid in ("tsn", "cstm", "cmm", "stm"):
+    assert len(proxy) == 5 * 3                       # the paper's 4 rows and the frame-difference reference
+    for rid in ("tsn", "cstm", "cmm", "stm", "tsn-diff"):
         cs = [c for r, _, _, c in proxy if r == rid]
         assert [c.train.seed for c in cs] == [0, 1, 2] and {c.data.proxy_seed for c in cs} == {0}
         assert all(c.model.dropout == 0.0 for c in cs)
@@ -217,7 +217,7 @@ def test_prefetch_starts_every_rows_first_seed_before_any_second(tmp_path, monke
     monkeypatch.setattr(pool.runner, "_prepare_proxy", lambda *a, **k: None)
     assert pool.prefetch(["5"], "smoke", 2, tmp_path, 1, log=lambda *a, **k: None) == []
     models = [m for _, m in seen]
-    assert len(seen) == 8 and [s for s, _ in seen] == [0] * 4 + [1] * 4 and models[:4] == models[4:]
+    assert len(seen) == 10 and [s for s, _ in seen] == [0] * 5 + [1] * 5 and models[:5] == models[5:]
 
 
 @pytest.mark.slow

@@ -303,3 +303,25 @@ def test_the_page_says_where_runs_were_trained(tmp_path):
         run.trained_on = "NVIDIA H200" if i else "CPU (AMD EPYC)"
     assert "Runs trained on: NVIDIA H200 (2 runs), CPU (AMD EPYC) (1 run)." in report.settings_markdown(res)
     assert Result.from_json(res.to_json()) == res
+
+
+def test_every_committed_claim_is_recomputable_by_the_independent_script(tmp_path):
+    """tools/check_claims.py re-derives every stored verdict from the seeds without stm_lib; the
+    committed results all match, and an edited verdict is caught."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tool = root / "tools" / "check_claims.py"
+    r = subprocess.run([sys.executable, str(tool), str(root / "runs")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert "all match" in r.stdout
+    (tmp_path / "table5" / "proxy").mkdir(parents=True)
+    doc = json.loads((root / "runs" / "table5" / "proxy" / "results.json").read_text())
+    flip = {"holds": "not resolved", "not resolved": "holds", "reversed": "holds", "uninformative": "holds"}
+    doc["claims"][0]["verdict"] = flip[doc["claims"][0]["verdict"]]
+    (tmp_path / "table5" / "proxy" / "results.json").write_text(json.dumps(doc))
+    r = subprocess.run([sys.executable, str(tool), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "recomputed" in r.stdout

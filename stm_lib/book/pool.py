@@ -123,6 +123,6 @@ def _train_one(cfg, cache_dir: str, profile: str, need_weights: bool) -> tuple[f
     """In a worker: one cached run, its output to `<cache>/<key>.log`."""
     key = runner.cache_key(cfg, cache_dir)
     t0 = time.time()
-    with open(Path(cache_dir) / f"{key}.log", "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+    with open(Path(cache_dir) / f"{key}.log", "a") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
         _, _, ev, _ = runner.train_cached(cfg, cache_dir, profile, need_weights)
     return ev["top1"], time.time() - t0

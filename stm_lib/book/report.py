@@ -547,6 +547,24 @@ def bench_section(benches: list[tuple[dict, str]]) -> str:
     return "\n\n".join(out)
 
 
+def earlier_protocol(result: Result) -> str:
+    """A proxy result trained under an earlier protocol than the proxy profile's (another start,
+    epoch count or input size, fewer seeds): what the page's reader must know, or ""."""
+    if result.profile != "proxy" or not any(r.seeds for r in result.rows):
+        return ""
+    now, s = PROFILES["proxy"], result.settings or {}
+    pretrained = any((sr.config or {}).get("model", {}).get("pretrained") for r in result.rows for sr in r.runs)
+    if s.get("epochs") == now["epochs"] and s.get("input_size") == now["input_size"] and pretrained \
+            and len(result.seeds) >= now["seeds"]:
+        return ""
+    return (f"These runs predate the current proxy protocol (issue 27): {len(result.seeds)} seed(s), "
+            f"{s.get('epochs', '?')} epochs at {s.get('input_size', '?')} px, "
+            f"{'from the shared start' if pretrained else 'from random weights'}, on the proxy of their day. "
+            f"The verdicts below are re-derived from their seeds under the current test; "
+            f"`make reproduce TABLE={result.table}` re-runs them under the current protocol "
+            f"({now['seeds']} seeds, the shared start).")
+
+
 def page(result: Result, table: Table, figures: list[str] = (), files: dict[str, str] | None = None,
          other_profiles: list[str] = (), runs_path: str = "runs", benches: list[tuple[dict, str]] = ()) -> str:
     """The whole book page of one table, as MyST Markdown. `benches`: `stm bench` results and
@@ -557,6 +575,9 @@ def page(result: Result, table: Table, figures: list[str] = (), files: dict[str,
         parts.append(f":::{{important}}\nMeasured values on this page are **{label}** numbers: "
                      f"{'a tiny pipeline check' if label == 'smoke' else 'a synthetic stand-in for ' + table.real_name + ' at CPU scale'}"
                      f", not the paper's. Compare orderings, not values.\n:::")
+    stale = earlier_protocol(result)
+    if stale:
+        parts.append(f":::{{warning}}\n{stale}\n:::")
     heading = "Paper and measured, side by side" if table.train else "What was measured"
     parts += [f"## {heading}", settings_markdown(result), table_markdown(result, table)]
     if figures:
