@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 from stm_lib.book import report
-from stm_lib.book.result import Result
+from stm_lib.book.result import Result, SchemaError
 from stm_lib.book.tables import TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +55,9 @@ def load_results(runs: Path) -> dict[str, dict[str, tuple[Result, Path]]]:
             if d.name.startswith(".") or not res.is_file():
                 continue
             try:
-                out.setdefault(t, {})[d.name] = (Result.from_json(res.read_text()), d)
+                out.setdefault(t, {})[d.name] = (Result.from_json(res.read_text(), str(res)), d)
+            except SchemaError as e:   # names the file and the field
+                raise BookError(str(e)) from None
             except (ValueError, KeyError, TypeError) as e:
                 raise BookError(f"{res}: not a results file this book can read ({e})") from None
     return out
@@ -66,18 +69,33 @@ def published(results: dict[str, dict[str, tuple[Result, Path]]]) -> dict[str, s
             if any(p in profs for p in PREFERENCE)}
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _plain_file(p: Path, folder: Path) -> bool:
+    """A regular file (not a link) directly in `folder`, with a plain name (it goes into a
+    `{download}` link): what a page may copy. A link in runs/ is never followed."""
+    return (not p.is_symlink() and p.is_file() and _SAFE_NAME.fullmatch(p.name) is not None
+            and p.resolve().parent == folder.resolve())
+
+
 def _copy_run_files(run: Path, dest: Path) -> dict[str, str]:
     """The run's own files, copied beside the page so `{download}` links resolve in the HTML;
     returns {label: path relative to the page}."""
     dest.mkdir(parents=True, exist_ok=True)
     files = {}
+    if run.is_symlink() or run.parent.is_symlink():   # a linked run folder: its files are not runs/'s
+        return files
     for p in sorted(run.iterdir()):
-        if p.is_file() and not p.name.startswith(".") and p.suffix in (".json", ".csv", ".ipynb"):
-            shutil.copy2(p, dest / p.name)
+        if _plain_file(p, run) and p.suffix in (".json", ".csv", ".ipynb"):
+            shutil.copyfile(p, dest / p.name, follow_symlinks=False)
             files[p.name] = f"{dest.parent.name}/{dest.name}/{p.name}"
-    for p in sorted((run / "figures").glob("*.png")):
+    figs = run / "figures"
+    for p in sorted(figs.glob("*.png")) if figs.is_dir() and not figs.is_symlink() else []:
+        if not _plain_file(p, figs):
+            continue
         (dest / "figures").mkdir(exist_ok=True)
-        shutil.copy2(p, dest / "figures" / p.name)
+        shutil.copyfile(p, dest / "figures" / p.name, follow_symlinks=False)
         files[f"figures/{p.name}"] = f"{dest.parent.name}/{dest.name}/figures/{p.name}"
     return files
 
@@ -103,6 +121,8 @@ def stage(runs: Path, src: Path, results, chosen: dict[str, str]) -> Path:
 
     benches = []   # `stm bench` results, one per device, shown on the speed table's page
     for res in sorted(runs.glob("bench/*/results.json")):
+        if not _plain_file(res, res.parent) or res.parent.is_symlink():
+            continue
         dest = pages / "files" / "bench" / res.parent.name
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(res, dest / "results.json")

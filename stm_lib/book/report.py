@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -34,6 +35,37 @@ WHY = {
     "welch": "Welch's t-test, Holm-adjusted",
     "not measured": "not measured in this run",
 }
+
+
+# ---- stored strings as text -------------------------------------------------------------------
+
+_LINES = re.compile(r"[\r\n\t\v\f\x85\u2028\u2029]+")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]|~$])")        # inline markup, roles, math, table cells
+_MD_LEAD = re.compile(r"^(\s*|\s*\d+(?=[.)]))([#+=:%!.)-])")      # what opens a block at the start of a line
+
+
+def text(v) -> str:
+    """Any value read from a results.json as inert text in MyST Markdown: newlines collapsed,
+    `& < >` as HTML entities, every Markdown / MyST special (backticks, braces, brackets, `|`,
+    `*`, `_`, `$`, `~`) backslash-escaped, and so is a block opener at its start (`#`, `:::`, `-`,
+    `%`, `1.`), so no stored string can open a role, a directive, a fence, a link, math or raw HTML
+    on a page. Plain words, digits, dots and parentheses stay as they were."""
+    s = _LINES.sub(" ", str(v))
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_LEAD.sub(lambda m: m.group(1) + "\\" + m.group(2), _MD_SPECIAL.sub(r"\\\1", s))
+
+
+def code(v) -> str:
+    """A stored value as an inline code span (the page's look for settings and commands): the
+    fence is one backtick longer than any run of backticks inside, so the value cannot close it;
+    a code span's content is never Markdown and its HTML is escaped by the renderer."""
+    s = _LINES.sub(" ", str(v))
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", s)), default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") or not s.strip() else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+_text = text   # for functions whose local `text` is the paragraph they build
 
 
 # ---- numbers as text --------------------------------------------------------------------------
@@ -85,7 +117,7 @@ def hidden_columns(result: Result, table: Table) -> dict[str, str]:
         if key.startswith("top5"):
             n = _num_classes(result, table, key)
             if n is not None and n <= 10:
-                out[key] = (f"measured top-5 is not shown: the {result.profile} data has {n} classes, so top-5 "
+                out[key] = (f"measured top-5 is not shown: the {text(result.profile)} data has {n} classes, so top-5 "
                             f"covers {min(100, round(500 / n))}% of them and says little")
     return out
 
@@ -150,10 +182,10 @@ def table_frame(result: Result, table: Table):
 
 def table_markdown(result: Result, table: Table) -> str:
     headers, cells, notes = table_rows(result, table)
-    esc = [[c.replace("|", "\\|") for c in line] for line in cells]
+    esc = [[text(c) for c in line] for line in cells]   # every cell may hold a stored string
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(line) + " |" for line in esc]
-    foot = [f"[{n}] {reason}" for reason, n in notes.items()]
+    foot = [f"[{n}] {text(reason)}" for reason, n in notes.items()]
     extra = list(hidden_columns(result, table).values())
     if any(r.complexity for r in result.rows):
         extra.append("✓: equal to the paper's figure at the precision the paper printed")
@@ -305,10 +337,10 @@ def commentary(result: Result, table: Table) -> str:
     lines = []
     for c in result.claims:
         a, b = by.get(c.better), by.get(c.worse)
-        name = f"**{_label(a) if a else c.better} > {_label(b) if b else c.worse}**"
-        paper = (f"paper {c.paper[0]} vs {c.paper[1]}" if None not in c.paper
+        name = f"**{_text(_label(a) if a else c.better)} > {_text(_label(b) if b else c.worse)}**"
+        paper = (f"paper {_text(c.paper[0])} vs {_text(c.paper[1])}" if None not in c.paper
                  else "claimed in its seed paper" if table.chapter else "an ordering stated in the paper's text")
-        metric = c.metric.replace("_", " ")
+        metric = _text(c.metric.replace("_", " "))
         if c.why == "not measured" or None in c.measured:
             lines.append(f"- {name} on {metric} ({paper}): not measured in this run.")
             continue
@@ -328,8 +360,8 @@ def commentary(result: Result, table: Table) -> str:
                     f"{c.mdd:.1f} points)" if c.mdd is not None else "")
         mixed = ""
         if c.devices and len({d for side in c.devices for d in side}) > 1:
-            mixed = f" Runs of more than one device: {' / '.join(', '.join(s) for s in c.devices)}."
-        lines.append(f"- {name} on {metric} ({paper}). Measured ({result.profile}, {min(c.n_seeds)} seed"
+            mixed = f" Runs of more than one device: {_text(' / '.join(', '.join(map(str, s)) for s in c.devices))}."
+        lines.append(f"- {name} on {metric} ({paper}). Measured ({_text(result.profile)}, {min(c.n_seeds)} seed"
                      f"{'s' if min(c.n_seeds) != 1 else ''} per row) {meas}: difference {c.diff:+.1f}{test}. "
                      f"Verdict: **{VERDICT_WORDS[c.verdict]}** ({why}).{mixed}")
     if not lines:
@@ -379,14 +411,14 @@ def cost_readings(result: Result) -> str:
                 cpu = cost.get("cpu_seconds_per_clip")   # older records: one clip at a time, wall = CPU time
                 text += (f"; before that, TV-L1 flow cost {cpu if cpu is not None else cost['seconds_per_clip']:.2f} "
                          f"CPU-seconds per clip on the {part} proxy ({cost['fields_per_clip']} fields at "
-                         f"{cost.get('flow_side', cost['resolution'])} px, {cost['method']}; {cost['clips']} clips in "
+                         f"{cost.get('flow_side', cost['resolution'])} px, {_text(cost['method'])}; {cost['clips']} clips in "
                          f"{cost['seconds']:.0f} s wall with {cost.get('clips_at_a_time', 1)} at a time on "
                          f"{cost.get('cpu_count', '?')} cores), which the speed column does not include")
         lines.append(text + ". This is the cost the STM paper argues against (section 1).")
     for m in ("tsm", "stsm", "sth", "st-resnet-rgb", "st-resnet", "stm"):
         r = by.get(m)
         if r and r.speed and r.speed.ratio_vs_tsn is not None:
-            lines.append(f"- {r.setting}: {r.speed.ratio_vs_tsn:.2f}x TSN's videos/s ({r.speed.device}).")
+            lines.append(f"- {_text(r.setting)}: {r.speed.ratio_vs_tsn:.2f}x TSN's videos/s ({_text(r.speed.device)}).")
     return "\n".join(lines) if lines else "No counts or speeds in this result."
 
 
@@ -427,26 +459,26 @@ def settings_markdown(result: Result) -> str:
                      "nothing",
             "proxy": "the **proxy profile**: an embedded synthetic proxy dataset at CPU scale; numbers are proxy "
                      "numbers, never the paper's",
-            "full": "the **full profile**: the paper's settings on the real dataset"}.get(result.profile, result.profile)
-    keys = ", ".join(f"{k} `{v}`" for k, v in s.items() if v not in (None, "", [], {}) and not isinstance(v, dict))
-    nested = "; ".join(f"{k}: " + ", ".join(f"{a} `{b}`" for a, b in v.items()) for k, v in s.items()
+            "full": "the **full profile**: the paper's settings on the real dataset"}.get(result.profile, _text(result.profile))
+    keys = ", ".join(f"{_text(k)} {code(v)}" for k, v in s.items() if v not in (None, "", [], {}) and not isinstance(v, dict))
+    nested = "; ".join(f"{_text(k)}: " + ", ".join(f"{_text(a)} {code(b)}" for a, b in v.items()) for k, v in s.items()
                        if isinstance(v, dict) and v)
     seeds = result.seeds
     text = f"These numbers come from {what}. "
     if seeds:
-        text += f"Training seeds: {', '.join(map(str, seeds))} ({len(seeds)} per trained row). "
+        text += f"Training seeds: {_text(', '.join(map(str, seeds)))} ({len(seeds)} per trained row). "
     where = Counter(run.trained_on for r in result.rows for run in r.runs if run.trained_on)
     if where:
-        text += "Runs trained on: " + ", ".join(f"{k} ({n} run{'s' if n != 1 else ''})"
+        text += "Runs trained on: " + ", ".join(f"{_text(k)} ({n} run{'s' if n != 1 else ''})"
                                                  for k, n in where.most_common()) + ". "
     text += f"Settings: {keys}" + (f"; {nested}" if nested else "") + "."
     if channels:   # models.describe_widths: one dict per stage
         text += (" The STM as trained here, per stage (bottleneck width / block output / CMM channels): "
-                 + "; ".join(f"stage {c['stage']} {c['width']} / {c['out_channels']} / {c['cmm_channels']}"
+                 + "; ".join(_text(f"stage {c['stage']} {c['width']} / {c['out_channels']} / {c['cmm_channels']}")
                              for c in channels) + ".")
     if any(run.converged is not None for r in result.rows for run in r.runs):
         rule = result.convergence_rule.removeprefix("converged: ")
-        text += f"\n\nConvergence rule: a run has converged when {rule}. " + _convergence(result)
+        text += f"\n\nConvergence rule: a run has converged when {_text(rule)}. " + _convergence(result)
     return text
 
 
@@ -454,7 +486,7 @@ def _convergence(result: Result) -> str:
     runs = [s for r in result.rows for s in r.runs if s.converged is not None]
     if not runs:
         return ""
-    bad = sorted({f"{_label(r)}" for r in result.rows for s in r.runs if s.converged is False})
+    bad = sorted({text(_label(r)) for r in result.rows for s in r.runs if s.converged is False})
     if not bad:
         return f"All {len(runs)} runs meet it."
     return f"{len(runs) - sum(1 for r in result.rows for s in r.runs if s.converged is False)} of {len(runs)} " \
@@ -465,23 +497,24 @@ def provenance_box(result: Result, files: dict[str, str], runs_path: str) -> str
     pv = result.provenance or {}
     git = pv.get("git") or {}
     hw = pv.get("hardware") or {}
+    versions = pv.get("versions") if isinstance(pv.get("versions"), dict) else {}
     links = " · ".join(f"{{download}}`{label} <{path}>`" for label, path in files.items())
     dirty = ""
     if git.get("dirty") or pv.get("git_changed_during_run"):
         dirty = ("\n\n**Warning:** this run was made from a checkout with uncommitted changes"
                  if git.get("dirty") else "\n\n**Warning:** the checkout changed while this run was going") + \
                 ": the commit below does not fully describe the code that produced these numbers."
-    gpus = ", ".join(hw.get("gpus") or []) or "no GPU"
-    notes = "".join(f"\n\n{n}" for n in result.notes)
+    gpus = text(", ".join(map(str, hw.get("gpus") or []))) or "no GPU"
+    notes = "".join(f"\n\n{text(n)}" for n in result.notes)   # plain text, never Markdown
     return (f":::{{admonition}} Provenance\n:class: note\n\n"
             f"Files of this run (`{runs_path}/`): {links or '—'}{dirty}\n\n"
-            f"- commit `{(git.get('commit') or '?')[:12]}`{' (dirty tree)' if git.get('dirty') else ''}, "
-            f"branch `{git.get('branch') or '?'}`\n"
-            f"- command `{pv.get('command', '?')}`\n"
-            f"- hardware: {hw.get('cpu', '?')} ({hw.get('cpu_count', '?')} cores), {gpus}\n"
-            f"- wall time {pv.get('wall_time_s', '?')} s, finished {pv.get('end', '?')}\n"
-            f"- torch {(pv.get('versions') or {}).get('torch', '?')}, Python "
-            f"{(pv.get('versions') or {}).get('python', '?')}{notes}\n:::")
+            f"- commit {code(str(git.get('commit') or '?')[:12])}{' (dirty tree)' if git.get('dirty') else ''}, "
+            f"branch {code(git.get('branch') or '?')}\n"
+            f"- command {code(pv.get('command', '?'))}\n"
+            f"- hardware: {text(hw.get('cpu', '?'))} ({text(hw.get('cpu_count', '?'))} cores), {gpus}\n"
+            f"- wall time {text(pv.get('wall_time_s', '?'))} s, finished {text(pv.get('end', '?'))}\n"
+            f"- torch {text(versions.get('torch', '?'))}, Python "
+            f"{text(versions.get('python', '?'))}{notes}\n:::")
 
 
 def real_number_box(table: Table) -> str:
@@ -558,10 +591,10 @@ def earlier_protocol(result: Result) -> str:
             and len(result.seeds) >= now["seeds"]:
         return ""
     return (f"These runs predate the current proxy protocol (issue 27): {len(result.seeds)} seed(s), "
-            f"{s.get('epochs', '?')} epochs at {s.get('input_size', '?')} px, "
+            f"{text(s.get('epochs', '?'))} epochs at {text(s.get('input_size', '?'))} px, "
             f"{'from the shared start' if pretrained else 'from random weights'}, on the proxy of their day. "
             f"The verdicts below are re-derived from their seeds under the current test; "
-            f"`make reproduce TABLE={result.table}` re-runs them under the current protocol "
+            f"{code(f'make reproduce TABLE={result.table}')} re-runs them under the current protocol "
             f"({now['seeds']} seeds, the shared start).")
 
 
@@ -570,7 +603,7 @@ def page(result: Result, table: Table, figures: list[str] = (), files: dict[str,
     """The whole book page of one table, as MyST Markdown. `benches`: `stm bench` results and
     their links (the speed table's page)."""
     parts = [intro_markdown(table)]
-    label = {"proxy": "proxy", "smoke": "smoke", "full": "full"}.get(result.profile, result.profile)
+    label = {"proxy": "proxy", "smoke": "smoke", "full": "full"}.get(result.profile, text(result.profile))
     if result.profile != "full":
         parts.append(f":::{{important}}\nMeasured values on this page are **{label}** numbers: "
                      f"{'a tiny pipeline check' if label == 'smoke' else 'a synthetic stand-in for ' + table.real_name + ' at CPU scale'}"
@@ -591,7 +624,7 @@ def page(result: Result, table: Table, figures: list[str] = (), files: dict[str,
         parts.append(bench_section(list(benches)))
     parts += ["## What the numbers say", numbers_say(result, table)]
     if other_profiles:
-        parts.append(f"Other runs of this table in `runs/`: {', '.join(other_profiles)} (the book shows "
+        parts.append(f"Other runs of this table in `runs/`: {text(', '.join(other_profiles))} (the book shows "
                      f"the {label} run).")
     parts += [provenance_box(result, files or {}, runs_path), real_number_box(table)]
     return "\n\n".join(p for p in parts if p) + "\n"
@@ -633,8 +666,8 @@ def status_page(results: dict[str, dict[str, Result]], chosen: dict[str, str]) -
             g = pv.get("git") or {}
             flag = " **(dirty tree)**" if g.get("dirty") else ""
             flag += " **(checkout changed during the run)**" if pv.get("git_changed_during_run") else ""
-            sec.append(f"- `{p}`: commit `{(g.get('commit') or '?')[:10]}`{flag}, {pv.get('wall_time_s', '?')} s, "
-                       f"{len(r.seeds)} seed(s), finished {pv.get('end', '?')}.")
+            sec.append(f"- {code(p)}: commit {code(str(g.get('commit') or '?')[:10])}{flag}, {text(pv.get('wall_time_s', '?'))} s, "
+                       f"{len(r.seeds)} seed(s), finished {text(pv.get('end', '?'))}.")
         for c in res.claims:
             test = ""
             if c.p is not None:
@@ -642,7 +675,7 @@ def status_page(results: dict[str, dict[str, Result]], chosen: dict[str, str]) -
                         f"(df {c.df:.1f}), Holm p = {_p(c.p_adj)}, MDD {c.mdd:.1f}" if c.mdd is not None else "")
             elif c.why != "not measured":
                 test = f" ({WHY.get(c.why, '').split(':')[0].split(' (')[0]})"
-            sec.append(f"- {c.better} > {c.worse} ({c.metric}): **{c.verdict}**{test}")
+            sec.append(f"- {text(c.better)} > {text(c.worse)} ({text(c.metric)}): **{c.verdict}**{test}")
         fails = [(r.id, f) for r in res.rows for m in res.chance if (f := r.failures(m, res.chance[m]))]
         if fails:
             k, n = sum(f["k"] for _, f in fails), sum(f["n"] for _, f in fails)

@@ -253,7 +253,7 @@ class Result:
         kw["claims"] = [_claim_from(c, f"{where}: claims[{i}]") for i, c in enumerate(_list(d, "claims", where))]
         try:
             return cls(**kw).recompute_claims()
-        except ValueError as e:
+        except (ValueError, TypeError, KeyError, ArithmeticError) as e:
             raise SchemaError(f"{where}: its claims cannot be derived from its rows ({e})") from None
 
     @classmethod
@@ -342,13 +342,16 @@ def _row_dict(r: Row, chance: dict[str, float] | None = None) -> dict:
 def _row_from(d: dict, where: str) -> Row:
     if not isinstance(d, dict):
         raise SchemaError(f"{where}: expected an object")
-    where = f"{where} ({d.get('id', '?')})"
+    where = f"{where} ({str(d.get('id', '?'))[:40]})"
     metrics = [k[: -len("_seeds")] for k in d if k.endswith("_seeds")]
     seeds = {}
     for m in metrics:
         xs = d[f"{m}_seeds"]
         if not isinstance(xs, list) or not xs or not all(_is_num(x) for x in xs):
-            raise SchemaError(f"{where}: {m}_seeds must be a non-empty list of numbers, got {xs!r}")
+            raise SchemaError(f"{where}: {m}_seeds must be a non-empty list of finite numbers, got "
+                              f"{json.dumps(xs, default=str)[:80]}")
+        if ("top1" in m or "top5" in m) and not all(0 <= x <= 100 for x in xs):
+            raise SchemaError(f"{where}: {m}_seeds: accuracies must be percentages in [0, 100], got {xs!r}")
         for key, want in ((m, stats.mean(xs)), (f"{m}_std", stats.std(xs))):
             if key not in d:   # derived: may be left out
                 continue
@@ -363,7 +366,8 @@ def _row_from(d: dict, where: str) -> Row:
     rest = {k: v for k, v in d.items() if k not in derived}
     kw = _fields(Row, rest, where, skip=("seeds", "runs", "complexity", "speed"))
     kw["seeds"] = seeds
-    kw["runs"] = [SeedRun(**_fields(SeedRun, s, f"{where}: runs[{i}]")) for i, s in enumerate(rest.get("runs", []))]
+    kw["runs"] = [SeedRun(**_fields(SeedRun, s, f"{where}: runs[{i}]")) for i, s in enumerate(_list(rest, "runs", where))
+                  ] if "runs" in rest else []
     for key, klass in (("complexity", Complexity), ("speed", Speed)):
         v = rest.get(key)
         kw[key] = None if v is None else klass(**_fields(klass, v, f"{where}: {key}"))
@@ -389,7 +393,60 @@ def _fields(klass, d: dict, where: str, skip: tuple = ()) -> dict:
     if unknown:
         raise SchemaError(f"{where}: unknown field(s) {sorted(unknown)}")
     required = {f.name for f in fs if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    return {f.name: _need(d, f.name, where) for f in fs if f.name in required or f.name in d}
+    out = {f.name: _need(d, f.name, where) for f in fs if f.name in required or f.name in d}
+    for f in fs:
+        if f.name in out:
+            _typed(out[f.name], str(f.type), where, f.name)
+    return out
+
+
+def _split(t: str, sep: str) -> list[str]:
+    """`t` split at `sep` outside brackets ("list[str | None] | None" -> two parts)."""
+    out, depth, cur = [], 0, ""
+    for ch in t:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == sep and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return out + [cur.strip()]
+
+
+def _fits(v, t: str) -> bool:
+    """Whether JSON value `v` is of the annotation `t` (a field's type as written in this file;
+    a class name is checked by its own `_fields`)."""
+    alts = _split(t, "|")
+    for a in alts:
+        base, _, inner = a.partition("[")
+        inner = inner[:-1]
+        if a == "None" and v is None or a == "Any":
+            return True
+        if base == "int" and isinstance(v, int) and not isinstance(v, bool):
+            return True
+        if base == "float" and _is_num(v):
+            return True
+        if base == "str" and isinstance(v, str) or base == "bool" and isinstance(v, bool):
+            return True
+        if base == "list" and isinstance(v, list) and (not inner or all(_fits(x, inner) for x in v)):
+            return True
+        if base == "dict" and isinstance(v, dict) and (not inner or all(_fits(x, _split(inner, ",")[1]) for x in v.values())):
+            return True
+        if base not in ("None", "Any", "int", "float", "str", "bool", "list", "dict"):
+            return True   # a dataclass: checked field by field where it is built
+    return False
+
+
+def _typed(v, t: str, where: str, name: str) -> None:
+    if not _fits(v, t):
+        shown = json.dumps(v, default=str)
+        raise SchemaError(f"{where}: {name}: expected {t}, "
+                          f"got {shown[:80]}{'...' if len(shown) > 80 else ''}")
+    if name == "n_val" and not all(x > 0 for x in (v.values() if isinstance(v, dict) else [v] if v else [1])):
+        raise SchemaError(f"{where}: n_val: validation clips must be positive integers, got {json.dumps(v)[:80]}")
+    if name == "val_top1" and not all(0 <= x <= 100 for x in v):
+        raise SchemaError(f"{where}: val_top1: accuracies must be percentages in [0, 100], got {json.dumps(v)[:80]}")
 
 
 def _need(d: dict, key: str, where: str):

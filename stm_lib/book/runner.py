@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -297,9 +298,10 @@ class _Run:
         val = [100 * h["val_top1"] for h in hist if h.get("val_top1") is not None]
         local = self.out / "train" / label
         local.mkdir(parents=True, exist_ok=True)
-        for name in (*RUN_FILES, ev["file"]):
-            if (run_dir / name).is_file():
-                atomic_copy(run_dir / name, local / name)
+        for name in (*RUN_FILES, *([ev["file"]] if ev.get("file") else [])):
+            src = run_file(run_dir, name, run_dir / "done.json")   # a plain file of this run folder, or refused
+            if src.is_file():
+                atomic_copy(src, local / name)
         print(f"  -> top-1 {ev['top1']:.1f}%  top-5 {ev['top5']:.1f}%  on {ev['n']} clips  "
               f"({'cached run ' + key if cached else f'{time.time() - t0:.0f} s'})", flush=True)
         sr = SeedRun(cfg.train.seed, str(local.relative_to(self.out)), epochs=len(hist), val_top1=val,
@@ -408,7 +410,7 @@ def _train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights
     run_dir = cache_dir / key
     done = run_dir / "done.json"
     if done.is_file() and (not need_weights or (run_dir / ckpt.LAST).is_file() or (run_dir / BACKBONE).is_file()):
-        return key, run_dir, json.loads(done.read_text()), True
+        return key, run_dir, check_done(run_dir), True
     if run_dir.exists():
         shutil.rmtree(run_dir)
     cfg = cfg.update("train", out=str(run_dir))
@@ -427,6 +429,77 @@ def _train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights
           "train_seconds": round(seconds, 1), "profile": profile, "git": git_state(), "config": cfg.to_dict()}
     atomic_write_json(done, ev)
     return key, run_dir, ev, False
+
+
+def run_file(run_dir: str | Path, name, where) -> Path:
+    """`run_dir / name` when `name` is a plain file name inside the run folder (no separator, no
+    `..`, not absolute, not a link, resolving inside the folder); ValueError naming `where` else.
+    A run record (done.json) is data another machine may have written: it names no other path."""
+    run_dir = Path(run_dir)
+    if not isinstance(name, str) or not name or name in (".", "..") or any(c in name for c in "/\\\0") \
+            or Path(name).is_absolute():
+        raise ValueError(f"{where}: file {str(name)[:80]!r} is not a plain file name inside its run folder")
+    p = run_dir / name
+    if p.is_symlink() or p.resolve().parent != run_dir.resolve():
+        raise ValueError(f"{where}: file {name!r} is a link or leads out of its run folder")
+    return p
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_done(run_dir: str | Path, ev=None) -> dict:
+    """A cached run's record (`<run>/done.json`, read when `ev` is None) after checking it as
+    untrusted data: top1 / top5 finite percentages in [0, 100], n a positive integer, `file` a
+    plain file of the run folder; top-1 and top-5 equal to that evaluation file's, and top-1 to
+    the run's last per-epoch validation (metrics.jsonl) when the evaluation is 1 clip x 1 crop
+    (the same view), within one clip. ValueError in one line naming the file and the field."""
+    run_dir = Path(run_dir)
+    where = run_dir / "done.json"
+    if ev is None:
+        try:
+            ev = json.loads(where.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{where}: not a readable run record ({e})") from None
+    if not isinstance(ev, dict):
+        raise ValueError(f"{where}: expected a JSON object")
+    for k in ("top1", "top5"):
+        if not _finite(ev.get(k)) or not 0 <= ev[k] <= 100:
+            raise ValueError(f"{where}: {k} must be a finite percentage in [0, 100], got {ev.get(k)!r}")
+    n = ev.get("n")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{where}: n must be a positive integer (validation clips), got {n!r}")
+    if ev.get("train_seconds") is not None and not _finite(ev["train_seconds"]):
+        raise ValueError(f"{where}: train_seconds must be a number, got {ev['train_seconds']!r}")
+    for k in ("git", "config"):
+        if ev.get(k) is not None and not isinstance(ev[k], dict):
+            raise ValueError(f"{where}: {k} must be an object, got {type(ev[k]).__name__}")
+    if ev.get("file") is not None:
+        f = run_file(run_dir, ev["file"], where)
+        if f.is_file():
+            try:
+                got = json.loads(f.read_text())
+                theirs = {k: 100 * got[k] for k in ("top1", "top5")}
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{where}: its evaluation file {f.name} is unreadable ({e!r})") from None
+            for k, v in theirs.items():
+                if not (_finite(v) and abs(v - ev[k]) <= 1e-6):
+                    raise ValueError(f"{where}: {k} {ev[k]!r} is not its evaluation file's ({f.name}: {v!r})")
+    data = (ev.get("config") or {}).get("data") or {}
+    if data.get("test_clips", 1) == 1 and data.get("test_crops", 1) == 1 and (run_dir / "metrics.jsonl").is_file() \
+            and not (run_dir / "metrics.jsonl").is_symlink():
+        try:
+            last = [h for h in read_metrics(run_dir) if isinstance(h, dict) and h.get("val_top1") is not None][-1:]
+        except ValueError as e:
+            raise ValueError(f"{run_dir / 'metrics.jsonl'}: not valid JSON lines ({e})") from None
+        if last:
+            v = last[0]["val_top1"]
+            v = 100 * v if _finite(v) else v
+            if not _finite(v) or abs(v - ev["top1"]) > 100 / n + 1e-6:
+                raise ValueError(f"{where}: top1 {ev['top1']!r} disagrees with the run's last validation top-1 in "
+                                 f"metrics.jsonl ({v!r}, epoch {last[0].get('epoch', '?')})")
+    return ev
 
 
 def trained_on(run_dir: Path) -> str | None:
