@@ -270,3 +270,22 @@ def test_a_mistyped_results_file_is_one_line_naming_file_and_field(name, change,
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and str(res) in err and want in err, err
     assert not (tmp_path / "_build").exists()
+
+
+def test_injected_bench_results_and_flow_cost_render_as_text():
+    """A `stm bench` results.json and a row's flow-cost record are stored data too: strings are
+    escaped, non-numbers show as a dash, and nothing raises."""
+    root = Path(__file__).resolve().parents[1]
+    bench = json.loads((root / "runs" / "bench" / "nvidia-h200" / "results.json").read_text())
+    bench["device"] = "<script>alert(1)</script>"
+    bench["note"] = "```{raw} html\n<img src=x onerror=alert(1)>"
+    bench["rows"][0].update(model="`x`<b>", videos_per_s="fast", mfu=float("inf"))
+    bench["rows"].append(5)
+    md = report.bench_section([(bench, "bench.json")])
+    assert "<script" not in md and "<img" not in md and "<b>" not in md and "```" not in md
+    assert "&lt;script&gt;" in md and "| — (" in md
+    res = Result.load(root / "runs" / "relatives" / "proxy" / "results.json")
+    two = res.row("st-resnet")
+    two.info["flow_cost"] = {"temporal": {"seconds": "soon", "method": "<script>"}, "scene": "x"}
+    text = report.cost_readings(res)
+    assert "not readable" in text and "<script" not in text

@@ -68,6 +68,15 @@ def code(v) -> str:
 _text = text   # for functions whose local `text` is the paragraph they build
 
 
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _fmt_num(x, spec: str, scale: float = 1.0, suffix: str = "") -> str:
+    """A stored number formatted by `spec`, or "—" for anything that is not a finite number."""
+    return format(x * scale, spec) + suffix if _finite(x) else "—"
+
+
 # ---- numbers as text --------------------------------------------------------------------------
 
 def _fmt(metric: str, v: float | None) -> str:
@@ -407,13 +416,19 @@ def cost_readings(result: Result) -> str:
         if two.speed and rgb.speed:
             text += f", and runs at {two.speed.videos_per_s / rgb.speed.videos_per_s:.2f}x the RGB stream's videos/s"
         for part, cost in (two.info.get("flow_cost") or {}).items():
-            if cost:
-                cpu = cost.get("cpu_seconds_per_clip")   # older records: one clip at a time, wall = CPU time
-                text += (f"; before that, TV-L1 flow cost {cpu if cpu is not None else cost['seconds_per_clip']:.2f} "
-                         f"CPU-seconds per clip on the {part} proxy ({cost['fields_per_clip']} fields at "
-                         f"{cost.get('flow_side', cost['resolution'])} px, {_text(cost['method'])}; {cost['clips']} clips in "
-                         f"{cost['seconds']:.0f} s wall with {cost.get('clips_at_a_time', 1)} at a time on "
-                         f"{cost.get('cpu_count', '?')} cores), which the speed column does not include")
+            if not isinstance(cost, dict) or not cost:
+                continue
+            cpu = cost.get("cpu_seconds_per_clip", cost.get("seconds_per_clip"))   # older records: wall = CPU time
+            need = (cpu, cost.get("seconds"))
+            if not all(_finite(x) for x in need):   # a record this code did not write: say nothing from it
+                text += f"; the flow cost recorded for the {_text(part)} proxy is not readable"
+                continue
+            text += (f"; before that, TV-L1 flow cost {cpu:.2f} CPU-seconds per clip on the {_text(part)} proxy "
+                     f"({_text(cost.get('fields_per_clip', '?'))} fields at "
+                     f"{_text(cost.get('flow_side', cost.get('resolution', '?')))} px, {_text(cost.get('method', '?'))}; "
+                     f"{_text(cost.get('clips', '?'))} clips in {cost['seconds']:.0f} s wall with "
+                     f"{_text(cost.get('clips_at_a_time', 1))} at a time on {_text(cost.get('cpu_count', '?'))} cores), "
+                     "which the speed column does not include")
         lines.append(text + ". This is the cost the STM paper argues against (section 1).")
     for m in ("tsm", "stsm", "sth", "st-resnet-rgb", "st-resnet", "stm"):
         r = by.get(m)
@@ -562,20 +577,24 @@ def bench_section(benches: list[tuple[dict, str]]) -> str:
     for b, link in benches:
         cols = ["model", "frames", "mode", "precision", "channels_last", "compile", "batch", "videos/s (min-max)",
                 "/ TSN", "peak memory", "MFU"]
-        lines = [f"**{b.get('device', '?')}** ({{download}}`results.json <{link}>`). {b.get('note', '')}", "",
-                 "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for r in b.get("rows", []):
+        lines = [f"**{_text(b.get('device', '?'))}** ({{download}}`results.json <{link}>`). {_text(b.get('note', ''))}",
+                 "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in b.get("rows", []) if isinstance(b.get("rows"), list) else []:
+            if not isinstance(r, dict):
+                continue
+            head = " | ".join(_text(r.get(k, "?")) for k in ("model", "frames", "mode", "precision"))
             if r.get("error"):
-                lines.append(f"| {r['model']} | {r['frames']} | {r['mode']} | {r['precision']} | "
-                             f"{r['channels_last']} | {r['compile']} | {r['batch_size']} | error: {r['error']} | | | |")
+                lines.append(f"| {head} | {_text(r.get('channels_last'))} | {_text(r.get('compile'))} | "
+                             f"{_text(r.get('batch_size'))} | error: {_text(r['error'])} | | | |")
                 continue
             mem = r.get("peak_memory_bytes")
             lines.append(
-                f"| {r['model']} | {r['frames']} | {r['mode']} | {r['precision']} | {'yes' if r['channels_last'] else 'no'}"
-                f" | {'yes' if r['compile'] else 'no'} | {r['batch_size']} | {r['videos_per_s']:.3g} "
-                f"({r['videos_per_s_min']:.3g}-{r['videos_per_s_max']:.3g}) | {r['ratio_vs_tsn']:.2f} | "
-                + (f"{mem / 2**20:.0f} MiB" if mem else "—") + " | "
-                + (f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "—") + " |")
+                f"| {head} | {'yes' if r.get('channels_last') else 'no'} | {'yes' if r.get('compile') else 'no'} | "
+                f"{_text(r.get('batch_size', '?'))} | {_fmt_num(r.get('videos_per_s'), '.3g')} "
+                f"({_fmt_num(r.get('videos_per_s_min'), '.3g')}-{_fmt_num(r.get('videos_per_s_max'), '.3g')}) | "
+                f"{_fmt_num(r.get('ratio_vs_tsn'), '.2f')} | "
+                + (_fmt_num(mem, ".0f", 1 / 2**20, " MiB") if mem else "—") + " | "
+                + _fmt_num(r.get("mfu"), ".1f", 100, "%") + " |")
         out.append("\n".join(lines))
     return "\n\n".join(out)
 
