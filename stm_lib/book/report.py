@@ -68,13 +68,9 @@ def code(v) -> str:
 _text = text   # for functions whose local `text` is the paragraph they build
 
 
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _fmt_num(x, spec: str, scale: float = 1.0, suffix: str = "") -> str:
     """A stored number formatted by `spec`, or "—" for anything that is not a finite number."""
-    return format(x * scale, spec) + suffix if _finite(x) else "—"
+    return format(x * scale, spec) + suffix if stats.finite(x) else "—"
 
 
 # ---- numbers as text --------------------------------------------------------------------------
@@ -420,7 +416,7 @@ def cost_readings(result: Result) -> str:
                 continue
             cpu = cost.get("cpu_seconds_per_clip", cost.get("seconds_per_clip"))   # older records: wall = CPU time
             need = (cpu, cost.get("seconds"))
-            if not all(_finite(x) for x in need):   # a record this code did not write: say nothing from it
+            if not all(stats.finite(x) for x in need):   # a record this code did not write: say nothing from it
                 text += f"; the flow cost recorded for the {_text(part)} proxy is not readable"
                 continue
             text += (f"; before that, TV-L1 flow cost {cpu:.2f} CPU-seconds per clip on the {_text(part)} proxy "

@@ -329,8 +329,8 @@ def _row_dict(r: Row, chance: dict[str, float] | None = None) -> dict:
         d[f"{m}_seeds"] = [float(x) for x in xs]
         d[m] = stats.mean(xs)
         d[f"{m}_std"] = stats.std(xs)
-        c = (chance or {}).get(m, (chance or {}).get(m.replace("top5", "top1")))
         if "top1" in m:   # derived, for readers of the JSON: recomputed on load
+            c = (chance or {}).get(m)
             d[f"{m}_failed"] = r.failed(m, c)
             d[f"{m}_failures"] = r.failures(m, c)
     d["runs"] = [_plain(s) for s in r.runs]
@@ -347,7 +347,7 @@ def _row_from(d: dict, where: str) -> Row:
     seeds = {}
     for m in metrics:
         xs = d[f"{m}_seeds"]
-        if not isinstance(xs, list) or not xs or not all(_is_num(x) for x in xs):
+        if not isinstance(xs, list) or not xs or not all(stats.finite(x) for x in xs):
             raise SchemaError(f"{where}: {m}_seeds must be a non-empty list of finite numbers, got "
                               f"{json.dumps(xs, default=str)[:80]}")
         if ("top1" in m or "top5" in m) and not all(0 <= x <= 100 for x in xs):
@@ -356,7 +356,7 @@ def _row_from(d: dict, where: str) -> Row:
             if key not in d:   # derived: may be left out
                 continue
             got = d[key]
-            if (got is None) != (want is None) or (want is not None and not (_is_num(got) and math.isclose(
+            if (got is None) != (want is None) or (want is not None and not (stats.finite(got) and math.isclose(
                     got, want, rel_tol=1e-6, abs_tol=1e-6))):
                 raise SchemaError(f"{where}: {key} = {got!r} does not match {m}_seeds {xs!r} (expected {want!r}); "
                                   f"{m} and {m}_std are derived from {m}_seeds: edit the per-seed values and "
@@ -425,7 +425,7 @@ def _fits(v, t: str) -> bool:
             return True
         if base == "int" and isinstance(v, int) and not isinstance(v, bool):
             return True
-        if base == "float" and _is_num(v):
+        if base == "float" and stats.finite(v):
             return True
         if base == "str" and isinstance(v, str) or base == "bool" and isinstance(v, bool):
             return True
@@ -470,10 +470,6 @@ def _one_line_lists(text: str) -> str:
             return m.group(0)
 
     return re.sub(r"\[[^\[\]{}]*\]", join, text)
-
-
-def _is_num(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _plain(v: Any):

@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -445,10 +444,6 @@ def run_file(run_dir: str | Path, name, where) -> Path:
     return p
 
 
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def check_done(run_dir: str | Path, ev=None) -> dict:
     """A cached run's record (`<run>/done.json`, read when `ev` is None) after checking it as
     untrusted data: top1 / top5 finite percentages in [0, 100], n a positive integer, `file` a
@@ -465,12 +460,12 @@ def check_done(run_dir: str | Path, ev=None) -> dict:
     if not isinstance(ev, dict):
         raise ValueError(f"{where}: expected a JSON object")
     for k in ("top1", "top5"):
-        if not _finite(ev.get(k)) or not 0 <= ev[k] <= 100:
+        if not stats.finite(ev.get(k)) or not 0 <= ev[k] <= 100:
             raise ValueError(f"{where}: {k} must be a finite percentage in [0, 100], got {ev.get(k)!r}")
     n = ev.get("n")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"{where}: n must be a positive integer (validation clips), got {n!r}")
-    if ev.get("train_seconds") is not None and not _finite(ev["train_seconds"]):
+    if ev.get("train_seconds") is not None and not stats.finite(ev["train_seconds"]):
         raise ValueError(f"{where}: train_seconds must be a number, got {ev['train_seconds']!r}")
     for k in ("git", "config"):
         if ev.get(k) is not None and not isinstance(ev[k], dict):
@@ -484,7 +479,7 @@ def check_done(run_dir: str | Path, ev=None) -> dict:
             except (OSError, ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{where}: its evaluation file {f.name} is unreadable ({e!r})") from None
             for k, v in theirs.items():
-                if not (_finite(v) and abs(v - ev[k]) <= 1e-6):
+                if not (stats.finite(v) and abs(v - ev[k]) <= 1e-6):
                     raise ValueError(f"{where}: {k} {ev[k]!r} is not its evaluation file's ({f.name}: {v!r})")
     data = (ev.get("config") or {}).get("data") or {}
     if data.get("test_clips", 1) == 1 and data.get("test_crops", 1) == 1 and (run_dir / "metrics.jsonl").is_file() \
@@ -495,8 +490,8 @@ def check_done(run_dir: str | Path, ev=None) -> dict:
             raise ValueError(f"{run_dir / 'metrics.jsonl'}: not valid JSON lines ({e})") from None
         if last:
             v = last[0]["val_top1"]
-            v = 100 * v if _finite(v) else v
-            if not _finite(v) or abs(v - ev["top1"]) > 100 / n + 1e-6:
+            v = 100 * v if stats.finite(v) else v
+            if not stats.finite(v) or abs(v - ev["top1"]) > 100 / n + 1e-6:
                 raise ValueError(f"{where}: top1 {ev['top1']!r} disagrees with the run's last validation top-1 in "
                                  f"metrics.jsonl ({v!r}, epoch {last[0].get('epoch', '?')})")
     return ev

@@ -45,6 +45,11 @@ FAILURE_RULE = ("failed: a run whose final top-1 is below half of its row's medi
                 "chance while its row's median is more than 4 binomial SEs above chance (fixed before the runs)")
 
 
+def finite(x) -> bool:
+    """A real number as stored data may hold it: int or float, not bool, not nan or inf."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
