@@ -67,3 +67,15 @@ def test_the_committed_start_is_what_its_record_says():
     assert pretrain.sha256(path) == rec["sha256"]
     assert rec["provenance"]["git"]["dirty"] is False
     assert rec["recipe"] == {**pretrain.asdict(pretrain.Recipe()), "seed": 0}   # the default recipe
+
+
+def test_proxy_schedule_is_the_papers_shape():
+    """The proxy profile's schedule is the paper's (x0.1 at 30, 40, 45 of 50) stretched to its
+    epochs, as fixed in runs/calibration/README.md before any run under it, and it starts from the
+    committed shared start."""
+    from stm_lib.book.tables import PROFILES
+    from stm_lib.engine.optim import paper_lr_steps
+
+    p = PROFILES["proxy"]
+    assert p["epochs"] == 12 and tuple(p["lr_steps"]) == paper_lr_steps(12) == (7, 10, 11)
+    assert p["pretrained"] == "runs/pretrain/start/backbone.pth" and p["lr"] == 0.01 and p["seeds"] >= 5

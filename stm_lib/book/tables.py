@@ -38,7 +38,7 @@ PROFILES: dict[str, dict] = {
     # (x0.1 at 3), set with the frame-difference reference alone, the paper's modules had not left
     # what one frame shows (runs/calibration/README.md, "The schedule").
     "proxy": dict(threads=1, frames=8, width_mult=0.25, input_size=32, epochs=12, batch_size=16, lr=0.01,
-                  lr_steps=(7, 10, 11),  # = engine.optim.paper_lr_steps(12) num_workers=1, clips=1, crops=1, sixteen_frames=False, pretrained=START,
+                  lr_steps=(7, 10, 11), num_workers=1, clips=1, crops=1, sixteen_frames=False, pretrained=START,
                   data=dict(proxy_videos=2600, proxy_val_clips=1000, proxy_classes=10, proxy_frames=16,
                             proxy_resolution=32),
                   speed=dict(width_mult=1.0, input_size=224, batch_size=16, warmup=1, repeats=3),
