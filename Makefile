@@ -10,10 +10,11 @@ DEVICE  ?= auto
 SEEDS   ?=
 JOBS    ?=
 
-.PHONY: setup test test-fast reproduce book clean help
+.PHONY: setup lock test test-fast reproduce book clean help
 
 help:
-	@echo "make setup                      create .venv with the pinned set and the stm command"
+	@echo "make setup                      create .venv with exactly requirements.lock and the stm command"
+	@echo "make lock                       regenerate requirements.lock (uv, hashes) and environment.yml from pyproject.toml"
 	@echo "make test                       the whole test suite (what CI runs; prints the 10 slowest tests)"
 	@echo "make test-fast                  the suite without the minutes-long end-to-end tests (marked slow)"
 	@echo "make reproduce TABLE=N [PROFILE=smoke|proxy|full] [SEEDS=N] [JOBS=N] [DATA_ROOT=DIR]   (TABLE=all: every paper table; TABLE=relatives: the chapter beyond the paper)"
@@ -21,12 +22,25 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+# .venv/ is exactly requirements.lock (hash-checked; pip and setuptools included) plus the package
+# itself, built with the locked setuptools; `tools/lockfile.py check` refuses anything else.
+$(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 needed; set PYTHON=...)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) tools/lockfile.py check
 	touch $(STAMP)
+
+# The lock, from pyproject.toml's abstract requirements, with a kept tool (uv, pinned here, in its
+# own venv under .cache/). Existing pins are kept unless pyproject.toml needs others; to move
+# every pin to the newest release, delete requirements.lock first. Then environment.yml.
+UV_VERSION := 0.13.9
+UV := .cache/uv-$(UV_VERSION)/bin/uv
+lock:
+	test -x $(UV) || { $(PYTHON) -m venv .cache/uv-$(UV_VERSION) && .cache/uv-$(UV_VERSION)/bin/pip install -q uv==$(UV_VERSION); }
+	$(UV) pip compile pyproject.toml --all-extras --group setup --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-config -o requirements.lock --quiet
+	$(PYTHON) tools/lockfile.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra --durations=10 tests

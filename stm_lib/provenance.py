@@ -1,11 +1,14 @@
 """The one provenance record: which code (git commit, dirty tree), which command and parameters,
-which hardware and library versions, when and how long. Written by `stm reproduce`
+which hardware and library versions (and the lock the environment was installed from), when and
+how long. Written by `stm reproduce`
 (results.json), `stm train` (run.json) and `stm data bench`, so a number can always be traced back
 to what produced it.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import platform
 import shlex
 import subprocess
@@ -16,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "torchvision", "numpy", "pillow", "fvcore", "papermill", "opencv-contrib-python-headless", "decord", "av",
             "stm-lib")
+LOCK = ROOT / "requirements.lock"   # `make setup` installs exactly this (tools/lockfile.py)
 
 
 def git_state(root: str | Path = ROOT) -> dict:
@@ -81,7 +85,32 @@ def versions() -> dict:
             v[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             v[pkg] = None
-    return v
+    return {**v, **lock_state()}
+
+
+def lock_state(path: str | Path = LOCK) -> dict:
+    """The lock: its file name and SHA-256, and how the installed distributions differ from its
+    pins (`lock_mismatch`: [] when this environment is exactly the lock, the package itself aside;
+    at most 20 listed). All None where there is no lock (stm_lib installed, not checked out)."""
+    import importlib.metadata as md
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return {"lock": None, "lock_sha256": None, "lock_mismatch": None}
+
+    def canon(name):
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pins = dict(line.split()[0].split("==", 1) for line in data.decode().splitlines()
+                if "==" in line and not line.startswith(("#", " ")))
+    pins = {canon(k): v for k, v in pins.items()}
+    have = {canon(d.metadata["Name"]): d.version for d in md.distributions()}
+    have.pop("stm-lib", None)
+    mismatch = [f"{n}: installed {have.get(n)}, lock {pins.get(n)}"
+                for n in sorted(set(have) | set(pins)) if have.get(n) != pins.get(n)]
+    return {"lock": Path(path).name, "lock_sha256": hashlib.sha256(data).hexdigest(),
+            "lock_mismatch": mismatch[:20] + ([f"... {len(mismatch) - 20} more"] if len(mismatch) > 20 else [])}
 
 
 def now() -> str:

@@ -525,7 +525,19 @@ def provenance_box(result: Result, files: dict[str, str], runs_path: str) -> str
             f"- hardware: {text(hw.get('cpu', '?'))} ({text(hw.get('cpu_count', '?'))} cores), {gpus}\n"
             f"- wall time {text(pv.get('wall_time_s', '?'))} s, finished {text(pv.get('end', '?'))}\n"
             f"- torch {text(versions.get('torch', '?'))}, Python "
-            f"{text(versions.get('python', '?'))}{notes}\n:::")
+            f"{text(versions.get('python', '?'))}\n"
+            f"- {_lock_line(versions)}{notes}\n:::")
+
+
+def _lock_line(versions: dict) -> str:
+    """The environment: the lock's file and SHA-256 (stm_lib.provenance.lock_state) and whether the
+    installed distributions were exactly its pins."""
+    if not versions.get("lock_sha256"):
+        return "environment: no lock recorded"
+    off = versions.get("lock_mismatch")
+    state = ("" if not isinstance(off, list) else ", installed exactly" if not off
+             else f", {len(off)} installed distribution{'s' if len(off) > 1 else ''} differing")
+    return f"environment: {code(versions.get('lock') or '?')} sha256 {code(versions['lock_sha256'])}{state}"
 
 
 def real_number_box(table: Table) -> str:

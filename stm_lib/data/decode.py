@@ -21,7 +21,7 @@ BACKENDS = ("auto", "decord", "pyav")
 
 # PyAV must be loaded before decord: decord bundles its own FFmpeg 4.1 libraries, and whichever
 # loads first wins the shared symbols (decord first breaks PyAV's libvpx encoder, for one).
-try:  # a requirement; missing only in a bare environment that reads frame folders (a lent GPU machine)
+try:  # a requirement; missing only in a bare environment that reads frame folders (a bare GPU machine)
     import av  # noqa: E402
 except ImportError:  # pragma: no cover - depends on the environment
     av = None
@@ -156,7 +156,7 @@ class PyAVVideo:
     def __init__(self, path: Path):
         self.path = Path(path)
         if av is None:
-            raise DecodeError(f"{path}: PyAV is not installed (pip install -r requirements.txt)")
+            raise DecodeError(f"{path}: PyAV is not installed (make setup installs requirements.lock)")
         self._av = av
         self._all: list[np.ndarray] | None = None
         try:
