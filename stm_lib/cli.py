@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "stm_lib.engine.cli",
     "stm_lib.pretrain",
     "stm_lib.reproduce",
+    "stm_lib.runpack",
     "stm_lib.data.cli",
 ]
 

@@ -9,6 +9,10 @@ then adds the provenance record (stm_lib/provenance.py), writes `results.json` a
 the folder into place. Trained runs live in the run cache `<out_root>/_cache/` (one run serves
 every table that needs it). So an interrupted or failing run never leaves a `results.json` that
 looks complete, and an existing good result is only replaced by a complete new one.
+
+Where the runs train before the notebook renders the page (`--launcher`): worker processes of this
+one (`pool`, the default), one submitit job per run as local processes (`local`) or a Slurm job
+array (`slurm`), stm_lib/launch.py. The notebook then finds every run in the cache.
 """
 from __future__ import annotations
 
@@ -264,13 +268,17 @@ def _cmd_reproduce(args) -> int:
         check_params(extra, list(dict.fromkeys(n for t in tables for n in declared[t])),
                      f"{notebook_name(tables[0])}.ipynb" if len(tables) == 1 else f"the notebooks of --table {args.table}")
     from stm_lib.book.pool import default_jobs, prefetch
+    from stm_lib.launch import Launcher, options_from_args
 
+    opts = options_from_args(args)   # a bad launcher flag, or no Slurm here: one line, before anything runs
+    launcher = Launcher(opts, args.device) if opts.launcher != "pool" else None
     jobs = args.jobs or default_jobs(args.profile, args.device)
-    if jobs > 1:   # every distinct run first, side by side; the notebooks then find them cached
-        print(f"==> prefetch: the runs of {', '.join(tables)} ({args.profile})", flush=True)
+    if jobs > 1 or launcher:   # every distinct run first, side by side; the notebooks then find them cached
+        how = f" as {opts.launcher} jobs" if launcher else ""
+        print(f"==> prefetch: the runs of {', '.join(tables)} ({args.profile}){how}", flush=True)
         t0 = time.time()
         failed = prefetch(tables, args.profile, args.seeds, Path(args.out_root) / "_cache", jobs,
-                          device=args.device, data_root=args.data_root, params=extra)
+                          device=args.device, data_root=args.data_root, params=extra, launcher=launcher)
         print(f"==> prefetch: {time.time() - t0:.0f} s", flush=True)
         if failed:
             print("stm reproduce: error: " + "; ".join(failed), file=sys.stderr)
@@ -313,10 +321,14 @@ def register(sub) -> None:
                    help="training seeds per row (default: the profile's: smoke 1, proxy 5 (10 on a GPU), full 1)")
     p.add_argument("--jobs", type=int, default=None,
                    help="runs trained side by side, 1 thread each, before the notebooks (default: one per core "
-                        "up to 8 for CPU smoke/proxy, 1 on a GPU or for full)")
+                        "up to 8 for CPU smoke/proxy, 1 on a GPU or for full); with --launcher local the jobs "
+                        "at once (default one per core up to 8), with slurm the array's limit (default none)")
     p.add_argument("--out-root", default="runs", help="default runs/")
     p.add_argument("--params", default=None, help='more notebook parameters as JSON, e.g. \'{"epochs": 3}\'')
     p.add_argument("--quiet", action="store_true", help="no progress bar or cell output")
+    from stm_lib.launch import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=_cmd_reproduce)
     b = sub.add_parser("book", help="build the Jupyter Book (HTML) from runs/ without training",
                        description="Render every table page from runs/*/*/results.json (no training, no "

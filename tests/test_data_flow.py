@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from stm_lib.cli import main
-from stm_lib.data import flow, transforms
+from stm_lib.data import flow, flow_fields, transforms
 from stm_lib.data.datasets import Sample, VideoDataset
 from test_data import TRAIN, VAL, make_ssv1
 
@@ -39,10 +39,10 @@ def test_tvl1_recovers_a_known_translation():
 
 def test_encode_decode_clip_and_quantise():
     f = np.array([-30.0, -20.0, -1.0, 0.0, 3.3, 20.0, 25.0], np.float32)
-    u8 = flow.encode(f)
+    u8 = flow_fields.encode(f)
     assert u8.dtype == np.uint8 and u8[0] == u8[1] == 0 and u8[-1] == u8[-2] == 255
     assert u8[3] in (127, 128)                       # zero motion sits mid-range
-    back = flow.decode(u8)
+    back = flow_fields.decode(u8)
     assert np.all(np.abs(back[1:-1] - f[1:-1]) <= 20.0 / 255 + 1e-6)
 
 
@@ -50,7 +50,7 @@ def write_fields(d, values):
     """Field i gets constant images: u = values[i], v = values[i] + 1 (hand-made flow folder)."""
     d.mkdir(parents=True, exist_ok=True)
     for i, v in enumerate(values):
-        x, y = flow.field_names(i)
+        x, y = flow_fields.field_names(i)
         Image.fromarray(np.full((12, 16), v, np.uint8)).save(d / x, quality=100)
         Image.fromarray(np.full((12, 16), v + 1, np.uint8)).save(d / y, quality=100)
     return d
@@ -58,21 +58,21 @@ def write_fields(d, values):
 
 def test_read_stacks_interleaves_and_clamps(tmp_path):
     d = write_fields(tmp_path / "clip", [10, 50, 90, 130])
-    st = flow.read_stacks(d, [0, 2], 3)
+    st = flow_fields.read_stacks(d, [0, 2], 3)
     assert st.shape == (2, 12, 16, 6)
     means = st.reshape(2, -1, 6).mean(1).round()
     assert means[0].tolist() == [10, 11, 50, 51, 90, 91]        # u0 v0 u1 v1 u2 v2
     assert means[1].tolist() == [90, 91, 130, 131, 130, 131]    # past the last field: repeated
     with pytest.raises(FileNotFoundError, match="stm data flow"):
-        flow.read_stacks(tmp_path / "nope", [0], 2)
+        flow_fields.read_stacks(tmp_path / "nope", [0], 2)
 
 
 def test_extract_clip_is_atomic_and_readable(tmp_path):
     frames = np.stack([texture(24, 32, s) for s in (0, 1, 2, 3)])
     n = flow.extract_clip(frames, tmp_path / "a" / "clip")
-    assert n == 3 and flow.is_complete(tmp_path / "a" / "clip") and flow.count_fields(tmp_path / "a" / "clip") == 3
+    assert n == 3 and flow_fields.is_complete(tmp_path / "a" / "clip") and flow_fields.count_fields(tmp_path / "a" / "clip") == 3
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["clip"]      # no temporary left behind
-    st = flow.read_stacks(tmp_path / "a" / "clip", [0], 3)
+    st = flow_fields.read_stacks(tmp_path / "a" / "clip", [0], 3)
     assert st.shape == (1, 24, 32, 6)
     assert np.median(st[0, 4:-4, 4:-4, 0]) > 130                          # u > 0: moving right
 
@@ -106,7 +106,7 @@ def test_clips_extracted_side_by_side_match_one_at_a_time(tmp_path):
     assert one["extracted"] == many["extracted"] == 4 and many["failed"] == [("broken", "OSError: cannot decode")]
     for k in clips:
         for i in range(2):
-            for name in flow.field_names(i):
+            for name in flow_fields.field_names(i):
                 a = np.asarray(Image.open(tmp_path / "one" / k / name))
                 b = np.asarray(Image.open(tmp_path / "many" / k / name))
                 assert np.array_equal(a, b), (k, name)
@@ -136,7 +136,7 @@ def test_dataset_adds_flow_channels_with_the_same_crop_and_flip(tmp_path):
     flows.mkdir(parents=True)
     ux, vy = position_ramps(24, 32)
     for i in range(n - 1):
-        x, y = flow.field_names(i)
+        x, y = flow_fields.field_names(i)
         Image.fromarray(ux).save(flows / x, quality=100)
         Image.fromarray(vy).save(flows / y, quality=100)
     s = Sample("1001", tmp_path / "frames" / "1001", 0)
@@ -186,7 +186,7 @@ def test_flow_command_then_train_st_resnet(tmp_path, capsys):
                  "--max-side", "32"]) == 0
     assert f"{len(TRAIN) + len(VAL)} clips extracted, 0 already there, 0 failed" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == [str(1001 + i) for i in range(len(TRAIN) + len(VAL))]
-    assert flow.count_fields(out / "1001") == TRAIN[0][1] - 1
+    assert flow_fields.count_fields(out / "1001") == TRAIN[0][1] - 1
     assert main(["data", "flow", "--dataset", "ssv1", "--data-root", str(root), "--out", str(out)]) == 0
     assert f"0 clips extracted, {len(TRAIN) + len(VAL)} already there" in capsys.readouterr().out
 

@@ -10,6 +10,10 @@ same whether it was prefetched or trained in its own notebook.
 
 Fine-tuning runs (Table 4) start from a pre-training run's weights: they form a second wave once
 the first has finished. A failing run does not stop the others; its log stays in the cache.
+
+The worker pool is the default launcher; `launcher=` hands the same runs, identified the same way,
+to another one (`stm reproduce --launcher local | slurm`: one submitit job per run,
+stm_lib/launch.py). Every launcher trains a run through `runner.train_cached` under its lock.
 """
 from __future__ import annotations
 
@@ -38,10 +42,11 @@ def default_jobs(profile: str, device: str = "auto") -> int:
 
 def prefetch(tables: list[str], profile: str, seeds: int | None, cache_dir: str | Path, jobs: int, *,
              device: str = "auto", data_root: str | None = None, params: dict | None = None,
-             log=print) -> list[str]:
+             log=print, launcher=None) -> list[str]:
     """Train the runs of `tables` not yet in `cache_dir` with `jobs` workers; the failures, one line
     each (empty when every run is cached). `params["models"]` names the rows to train: one list for
-    every table, or a dict table -> list (None: the table's own rows)."""
+    every table, or a dict table -> list (None: the table's own rows). `launcher(pending, cache_dir,
+    profile, log) -> failures` trains them instead of the pool (stm_lib.launch.Launcher)."""
     cache_dir = Path(cache_dir).resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     kw = {k: v for k, v in (params or {}).items() if k in ("dataset", "frames", "epochs", "overrides", "models")}
@@ -64,7 +69,7 @@ def prefetch(tables: list[str], profile: str, seeds: int | None, cache_dir: str 
             if key in first:
                 label, cfg, need = first[key][0], first[key][1], first[key][2] or need
             first[key] = (label, cfg, need)
-    failures = _train_all(first, cache_dir, profile, jobs, log)
+    failures = _train_all(first, cache_dir, profile, jobs, log, launcher)
     if second:
         fine = {}
         for label, cfg in second.items():
@@ -76,19 +81,24 @@ def prefetch(tables: list[str], profile: str, seeds: int | None, cache_dir: str 
                 continue
             cfg = cfg.update("model", pretrained=runner.export_backbone(run_dir))
             fine.setdefault(runner.cache_key(cfg, cache_dir), (label, cfg, False))
-        failures += _train_all(fine, cache_dir, profile, jobs, log)
+        failures += _train_all(fine, cache_dir, profile, jobs, log, launcher)
     return failures
 
 
-def _train_all(todo: dict, cache_dir: Path, profile: str, jobs: int, log) -> list[str]:
+def _train_all(todo: dict, cache_dir: Path, profile: str, jobs: int, log, launcher=None) -> list[str]:
     from stm_lib.engine import checkpoint as ckpt
 
-    pending = {k: v for k, v in todo.items()
-               if not ((cache_dir / k / "done.json").is_file() and (not v[2] or (cache_dir / k / ckpt.LAST).is_file()))}
+    pending = {k: v for k, v in todo.items()   # weights: its last checkpoint, or the backbone (runner._train_cached)
+               if not ((cache_dir / k / "done.json").is_file() and (not v[2] or (cache_dir / k / ckpt.LAST).is_file()
+                                                                  or (cache_dir / k / runner.BACKBONE).is_file()))}
     if not pending:
         return []
     for _, cfg, _ in pending.values():   # generate each proxy once, before workers race for it
         runner._prepare_proxy(cfg, progress=True)
+    if launcher is not None:
+        if len(pending) < len(todo):
+            log(f"{len(todo) - len(pending)} run(s) cached", flush=True)
+        return launcher(pending, cache_dir, profile, log)
     log(f"training {len(pending)} run(s) ({len(todo) - len(pending)} cached) with {jobs} worker(s) "
         f"of 1 thread; logs in {cache_dir}/<key>.log", flush=True)
     failures, t0, done = [], time.time(), 0

@@ -24,7 +24,7 @@ from typing import Any
 from stm_lib.book import stats
 
 SCHEMA = "stm-result"
-VERSION = 2                   # 1: the dict-of-dicts written by book/experiments.py (migrate: from_legacy)
+VERSION = 2                   # 1: the dict-of-dicts written by book/experiments.py (book/migrate.py)
 STATUSES = ("exact", "proxy", "smoke", "full", "not_run")
 VERDICTS = stats.VERDICTS
 
@@ -244,7 +244,7 @@ class Result:
         if not isinstance(d, dict):
             raise SchemaError(f"{where}: expected a JSON object")
         if d.get("schema") != SCHEMA or d.get("version") != VERSION:
-            hint = " (schema 1, from book/experiments.py: convert it with Result.from_legacy)" \
+            hint = " (schema 1, from book/experiments.py: convert it with python -m stm_lib.book.migrate)" \
                 if "version" not in d and "rows" in d else ""
             raise SchemaError(f"{where}: schema {d.get('schema')!r} version {d.get('version')!r}; this code reads "
                               f"{SCHEMA!r} version {VERSION}{hint}")
@@ -270,13 +270,6 @@ class Result:
         if not path.is_file():
             raise FileNotFoundError(f"results file not found: {path}")
         return cls.from_json(path.read_text(), str(path))
-
-    @classmethod
-    def from_legacy(cls, doc: dict, run_dir: str | Path | None = None) -> "Result":
-        """A schema-1 results.json (book/experiments.py's save()) in this schema; see migrate.py."""
-        from stm_lib.book.migrate import from_legacy
-
-        return from_legacy(doc, run_dir)
 
 
 # ---- helpers ------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ BACKBONE = "backbone.pth"   # a pre-training run's weights without fc: what its 
 # cached run is then trained again. Each cached run records the commit that trained it.
 CACHE_EPOCH = 1
 # Config fields that do not change what a run computes (left out of its identity)
-_NOT_IDENTITY = {"train": ("out", "resume", "progress", "tensorboard", "checkpoint_every_steps", "device"),
+_NOT_IDENTITY = {"train": ("out", "resume", "progress", "tensorboard", "checkpoint_every_steps", "device", "compile_mode"),
                  "data": ("num_workers", "proxy_cache", "data_root")}
 
 
@@ -383,8 +383,8 @@ def cache_key(cfg: Config, cache_dir: str | Path | None = None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights: bool = False
-                 ) -> tuple[str, Path, dict, bool]:
+def train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights: bool = False,
+                 resume: bool = False) -> tuple[str, Path, dict, bool]:
     """`_train_cached` holding the cache entry's lock (`<cache>/.<key>.lock`): one writer per run.
     Without it a second `stm reproduce` in the same tree took the first's unfinished run folder
     for an interrupted one and deleted it; now it waits, then reuses the finished run."""
@@ -393,14 +393,16 @@ def train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights:
     key = cache_key(cfg, cache_dir)
     wait = lambda: print(f"  waiting: another process is training run {key}", flush=True)  # noqa: E731
     with locked(cache_dir / f".{key}.lock", on_wait=wait):
-        return _train_cached(cfg, cache_dir, profile, need_weights)
+        return _train_cached(cfg, cache_dir, profile, need_weights, resume)
 
 
-def _train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights: bool = False
-                  ) -> tuple[str, Path, dict, bool]:
+def _train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights: bool = False,
+                  resume: bool = False) -> tuple[str, Path, dict, bool]:
     """(key, run folder, evaluation, whether it was cached). A run folder without its `done.json`
     (interrupted), or without weights when `need_weights` (its last checkpoint, or the backbone a
-    fine-tune starts from: checkpoints are not committed), is trained again from scratch."""
+    fine-tune starts from: checkpoints are not committed), is trained again from scratch, unless
+    `resume` and it holds a checkpoint: then the engine resumes it from that checkpoint (a job
+    requeued after preemption or its time limit, stm_lib/launch.py; bit for bit on CPU)."""
     from stm_lib.engine import checkpoint as ckpt
     from stm_lib.engine import evaluate
 
@@ -410,13 +412,19 @@ def _train_cached(cfg: Config, cache_dir: str | Path, profile: str, need_weights
     done = run_dir / "done.json"
     if done.is_file() and (not need_weights or (run_dir / ckpt.LAST).is_file() or (run_dir / BACKBONE).is_file()):
         return key, run_dir, check_done(run_dir), True
-    if run_dir.exists():
+    resuming = resume and (run_dir / ckpt.LAST).is_file() and not done.is_file()
+    if run_dir.exists() and not resuming:
         shutil.rmtree(run_dir)
     cfg = cfg.update("train", out=str(run_dir))
     t0 = time.time()
     _prepare_proxy(cfg)
-    run_full_or_local(cfg)
+    run_full_or_local(cfg.update("train", resume=True) if resuming else cfg)
     seconds = time.time() - t0
+    if resuming:   # every session's training time (run.json sums them), not only this one's
+        try:
+            seconds = float(json.loads((run_dir / "run.json").read_text())["wall_time_s"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     res = evaluate(run_dir, clips=cfg.data.test_clips, crops=cfg.data.test_crops, device=cfg.train.device,
                    checkpoint="last", progress=False)
     (run_dir / "checkpoint_best.pt").unlink(missing_ok=True)   # the reported weights are the last ones

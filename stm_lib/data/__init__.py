@@ -5,12 +5,12 @@ embedded proxy datasets, a loader that survives bad files, `stm data check` and 
     ds = build_dataset(cfg.data, "train", frames=8, train=True)
     for clips, labels, n_skipped in make_loader(ds, 16, train=True, num_workers=2, seed=epoch): ...
 """
+from stm_lib.data.build import build_dataset
 from stm_lib.data.datasets import (
     DATASETS,
     NO_FLIP,
     Sample,
     VideoDataset,
-    build_dataset,
     load_clip,
     read_annotations,
 )

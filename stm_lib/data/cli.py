@@ -149,7 +149,7 @@ def _bench(args) -> int:
 
 def _pipeline_bench(args) -> int:
     from stm_lib import provenance as P
-    from stm_lib.data import pipeline_bench as pb
+    from stm_lib.engine import pipeline_bench as pb
 
     if args.steps < 1 or args.repeats < 1:
         print("stm data pipeline-bench: --steps and --repeats must be at least 1", file=sys.stderr)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stm_lib.data import decode, sampling, transforms
+from stm_lib.data import decode, flow_fields, sampling, transforms
 
 SPLITS = ("train", "val")
 
@@ -413,9 +413,7 @@ class VideoDataset(torch.utils.data.Dataset):
         h, w = frames.shape[1:3]
         fl = None
         if self.flow_root is not None:  # the L fields starting at every decoded frame
-            from stm_lib.data.flow import read_stacks
-
-            fl = read_stacks(self.flow_root / s.id, uniq, self.flow_stack)
+            fl = flow_fields.read_stacks(self.flow_root / s.id, uniq, self.flow_stack)
 
         def view(rows, box, flip=False):
             x = transforms.crop_resize(frames[rows], box, self.input_size, flip)
@@ -429,32 +427,6 @@ class VideoDataset(torch.utils.data.Dataset):
             return view(pos, box, bool(self.flip and self.rng.random() < 0.5))
         boxes = transforms.test_boxes(h, w, self.input_size, self.scale_size, self.test_crops)
         return torch.stack([view(p, b) for p in pos for b in boxes])
-
-
-def build_dataset(cfg, split: str, frames: int, train: bool) -> VideoDataset:
-    """The dataset `cfg.dataset` (a `DataConfig`), split "train" or "val" (UCF-101/HMDB-51: the
-    test list of split `cfg.split`). Proxies are generated (or found in the cache) first and
-    read through the Something-Something v1 reader."""
-    name, root = cfg.dataset, cfg.data_root
-    if name in PROXIES:
-        from stm_lib.data import proxy
-
-        root = proxy.ensure_proxy(name.split("-", 1)[1], cfg)
-        reader = "ssv1"
-    elif name in READERS:
-        reader = name
-    else:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-    classes, samples = read_annotations(reader, root, split, fold=cfg.split, list_file=cfg.list_file,
-                                        val_list_file=getattr(cfg, "val_list_file", None))
-    if not samples:
-        raise ValueError(f"dataset {name!r} split {split!r} under {root} has no samples")
-    flip = cfg.flip if cfg.flip is not None else name not in NO_FLIP
-    ds = VideoDataset(samples, classes, frames, train, input_size=cfg.input_size,
-                      scale_size=cfg.scale_size, flip=flip, test_clips=cfg.test_clips,
-                      test_crops=cfg.test_crops, backend=getattr(cfg, "decoder", "auto"), name=name,
-                      flow_root=getattr(cfg, "flow_root", None), flow_stack=getattr(cfg, "flow_stack", 10))
-    return proxy.decode_once(ds, root, split) if name in PROXIES else ds
 
 
 def load_clip(path, frames: int, input_size: int, scale_size: int = 0, clips: int = 1, crops: int = 1,

@@ -1,7 +1,7 @@
 """Proxy calibration runs (issue 10 item 6): train a *reference* model (tsn, tsn-diff) on a proxy
 generated with other difficulty constants, without editing the library.
 
-    OMP_NUM_THREADS=1 python runs/calibration/sweep.py NAME 'SCENE={"hue_jitter": 0.7}' -- \
+    OMP_NUM_THREADS=1 python tools/calibration/sweep.py NAME 'SCENE={"hue_jitter": 0.7}' -- \
         --dataset proxy-scene --model tsn --frames 8 --input-size 64 --width-mult 0.25 --epochs 8 \
         --batch-size 16 --lr 0.02
 
@@ -21,6 +21,6 @@ sep = rest.index("--")
 for assign in rest[:sep]:
     var, _, value = assign.partition("=")
     getattr(proxy, var).update(json.loads(value))
-here = Path(__file__).resolve().parent
-sys.exit(main(["train", *rest[sep + 1:], "--proxy-cache", str(here / "_proxy" / name),
-               "--out", str(here / "_runs" / name)]))
+record = Path(__file__).resolve().parents[2] / "runs" / "calibration"   # where the readings are kept
+sys.exit(main(["train", *rest[sep + 1:], "--proxy-cache", str(record / "_proxy" / name),
+               "--out", str(record / "_runs" / name)]))

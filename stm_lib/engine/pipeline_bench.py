@@ -5,7 +5,8 @@ The bare loop is the ceiling: its batch is prepared once and stays in memory, so
 model alone. The engine is `stm_lib.engine.train` itself (one short epoch, its own loader,
 augmentation, optimiser groups, gradient clipping and bookkeeping), its clips/s read from the
 run's metrics (training time only, as every run reports it). Other work on the machine changes
-both, so the two alternate, repeat after repeat, and the medians are compared.
+both, so the two alternate, repeat after repeat, and the medians are compared. It measures the
+engine, so it lives on the engine's floor (`stm data pipeline-bench` is its command).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from stm_lib.config import Config, DataConfig, ModelConfig, TrainConfig
+from stm_lib.engine.train import train
 from stm_lib.provenance import load_average
 
 
@@ -40,8 +42,6 @@ def proxy_config(videos=1000, classes=10, proxy_frames=16, resolution=64, model=
 
 def engine_clips_per_s(cfg: Config, steps: int, workdir: Path) -> float:
     """One epoch of `steps` steps through `train()`; the clips/s it logs for that epoch."""
-    from stm_lib.engine.train import train
-
     out = Path(tempfile.mkdtemp(prefix="engine-", dir=workdir))
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1, max_steps_per_epoch=steps,
                                                              out=str(out)))

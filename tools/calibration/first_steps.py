@@ -3,7 +3,7 @@ record, not a published number): the engine's optimiser and data at the proxy pr
 a time, printing the loss, the gradient norm (clipped at 20 as in the engine), the mean |feature|
 fed to fc, the logits' spread and the norm of fc's weight.
 
-    python runs/calibration/first_steps.py MODEL LR STEPS [SEED]
+    python tools/calibration/first_steps.py MODEL LR STEPS [SEED] > runs/calibration/first_steps.txt
 """
 import sys
 

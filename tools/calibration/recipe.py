@@ -1,8 +1,8 @@
 """Recipe readings from scratch (calibration record): the CLI's `stm train` at the proxy setting,
 several seeds, two one-thread runs side by side; prints each run's validation curve.
 
-    python runs/calibration/recipe.py MODEL EPOCHS SEEDS [VARIANT=EXTRA-FLAGS ...]
-    e.g. python runs/calibration/recipe.py tsn-diff 8 0,1,2 base= warmup2='--warmup-epochs 2'
+    python tools/calibration/recipe.py MODEL EPOCHS SEEDS [VARIANT=EXTRA-FLAGS ...]
+    e.g. python tools/calibration/recipe.py tsn-diff 8 0,1,2 base= warmup2='--warmup-epochs 2'
 
 Runs go to runs/calibration/_runs/recipe-VARIANT-MODEL-eEPOCHS-sSEED (metrics and run.json kept,
 checkpoints not committed); a finished run is not trained again.
@@ -15,12 +15,12 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+RECORD = Path(__file__).resolve().parents[2] / "runs" / "calibration"   # where the readings are kept
 BASE = "--dataset proxy-temporal --frames 8 --input-size 64 --width-mult 0.25 --batch-size 16 --lr 0.02"
 
 
 def run(model, epochs, seed, variant, extra):
-    out = HERE / "_runs" / f"recipe-{variant}-{model}-e{epochs}-s{seed}"
+    out = RECORD / "_runs" / f"recipe-{variant}-{model}-e{epochs}-s{seed}"
     if not (out / "metrics.csv").is_file() or len(curve(out)) < epochs:
         cmd = [sys.executable, "-m", "stm_lib.cli", "train", *shlex.split(BASE), "--model", model,
                "--epochs", str(epochs), "--seed", str(seed), "--out", str(out), *shlex.split(extra)]

@@ -1,8 +1,9 @@
 """The same run (same cache key: model, data, recipe, seed) trained on the CPU and on a GPU:
 how far apart are their top-1s? The CPU values come from the committed tables' results.json
-(each seed's run names its cache key), the GPU values from a device call's packed cache.
+(each seed's run names its cache key), the GPU values from a run cache trained on a GPU (what
+`stm runs unpack` puts into a cache, or the packed runs' folder).
 
-    python runs/gpu/compare_cpu_gpu.py runs/gpu/2026-12-04-h200/cache > runs/gpu/2026-12-04-h200/cpu_vs_gpu.txt
+    python tools/compare_cpu_gpu.py runs/gpu/2026-12-04-h200/cache > runs/gpu/2026-12-04-h200/cpu_vs_gpu.txt
 """
 import json
 import math
