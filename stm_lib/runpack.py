@@ -73,25 +73,16 @@ def planned_runs(tables: list[str], profile: str, cache: str | Path, seeds: int 
                  models: list[str] | None = None, data_root: str | None = None) -> list[str]:
     """The cache keys of every run `stm reproduce --table T ...` would use for `tables` (each once),
     fine-tunes included once their pre-training run's backbone is in `cache`."""
-    from stm_lib.book.tables import get
+    from stm_lib.book.pool import plan_runs, pretrain_of
     from stm_lib.reproduce import table_ids
 
     cache = Path(cache).resolve()
-    keys, pretrain_key, fine = {}, {}, []
-    for t in [x for name in tables for x in table_ids(str(name))]:
-        if not get(t).train:
-            continue
-        for _, part, seed, cfg in runner.plan(t, profile, seeds, models=models, data_root=data_root):
-            if (cfg.model.pretrained or "").startswith("<pretrain:"):
-                fine.append(cfg)
-                continue
-            key = runner.cache_key(cfg, cache)
-            keys.setdefault(key, None)
-            if part == "pretrain":
-                pretrain_key[(cfg.model.name, seed)] = key
-    for cfg in fine:   # "<pretrain:MODEL:sSEED>": the backbone of that pre-training run
-        model, seed = cfg.model.pretrained[len("<pretrain:"):-1].rsplit(":s", 1)
-        key = pretrain_key.get((model, int(seed)))
+    first, fine, pretrain_key = plan_runs([x for name in tables for x in table_ids(str(name))], profile, seeds,
+                                          cache, data_root=data_root, params={"models": models})
+    keys = dict.fromkeys(first)
+    for cfg in fine.values():   # "<pretrain:MODEL:sSEED>": the backbone of that pre-training run
+        model, seed = pretrain_of(cfg)
+        key = pretrain_key.get((model, seed))
         if key and (cache / key / runner.BACKBONE).is_file():
             keys.setdefault(runner.cache_key(cfg.update("model", pretrained=str(cache / key / runner.BACKBONE)),
                                              cache), None)

@@ -40,26 +40,20 @@ def default_jobs(profile: str, device: str = "auto") -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def prefetch(tables: list[str], profile: str, seeds: int | None, cache_dir: str | Path, jobs: int, *,
-             device: str = "auto", data_root: str | None = None, params: dict | None = None,
-             log=print, launcher=None) -> list[str]:
-    """Train the runs of `tables` not yet in `cache_dir` with `jobs` workers; the failures, one line
-    each (empty when every run is cached). `params["models"]` names the rows to train: one list for
-    every table, or a dict table -> list (None: the table's own rows). `launcher(pending, cache_dir,
-    profile, log) -> failures` trains them instead of the pool (stm_lib.launch.Launcher)."""
-    cache_dir = Path(cache_dir).resolve()
-    cache_dir.mkdir(parents=True, exist_ok=True)
+def plan_runs(tables: list[str], profile: str, seeds: int | None, cache_dir: Path, *, device: str = "auto",
+              data_root: str | None = None, params: dict | None = None) -> tuple[dict, dict, dict]:
+    """Every run `tables` need, each identity once: (cache key -> (label, cfg, need_weights),
+    label -> cfg of each fine-tune still naming "<pretrain:MODEL:sSEED>", (model, seed) -> the key
+    of its pre-training run). `params` as `prefetch`'s."""
     kw = {k: v for k, v in (params or {}).items() if k in ("dataset", "frames", "epochs", "overrides", "models")}
-    first, second = {}, {}   # cache key -> (label, cfg, need_weights); second: fine-tunes
-    pretrain_key = {}        # (model, seed) -> key of its pre-training run
+    first, second, pretrain_key = {}, {}, {}
     for t in tables:
         if not get(t).train:
             continue
         kw_t = {**kw, "models": kw["models"].get(t)} if isinstance(kw.get("models"), dict) else kw
         for row_id, part, seed, cfg in runner.plan(t, profile, seeds, data_root=data_root, device=device, **kw_t):
             label = f"table {t} {row_id}{'-' + part if part else ''} seed {seed}"
-            pre = cfg.model.pretrained or ""
-            if pre.startswith(_PLACEHOLDER):
+            if (cfg.model.pretrained or "").startswith(_PLACEHOLDER):
                 second[label] = cfg
                 continue
             key = runner.cache_key(cfg, cache_dir)
@@ -69,12 +63,31 @@ def prefetch(tables: list[str], profile: str, seeds: int | None, cache_dir: str 
             if key in first:
                 label, cfg, need = first[key][0], first[key][1], first[key][2] or need
             first[key] = (label, cfg, need)
+    return first, second, pretrain_key
+
+
+def pretrain_of(cfg) -> tuple[str, int]:
+    """(model, seed) of the pre-training run a fine-tune's "<pretrain:MODEL:sSEED>" names."""
+    model, seed = cfg.model.pretrained[len(_PLACEHOLDER):-1].rsplit(":s", 1)
+    return model, int(seed)
+
+
+def prefetch(tables: list[str], profile: str, seeds: int | None, cache_dir: str | Path, jobs: int, *,
+             device: str = "auto", data_root: str | None = None, params: dict | None = None,
+             log=print, launcher=None) -> list[str]:
+    """Train the runs of `tables` not yet in `cache_dir` with `jobs` workers; the failures, one line
+    each (empty when every run is cached). `params["models"]` names the rows to train: one list for
+    every table, or a dict table -> list (None: the table's own rows). `launcher(pending, cache_dir,
+    profile, log) -> failures` trains them instead of the pool (stm_lib.launch.Launcher)."""
+    cache_dir = Path(cache_dir).resolve()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    first, second, pretrain_key = plan_runs(tables, profile, seeds, cache_dir, device=device, data_root=data_root,
+                                            params=params)
     failures = _train_all(first, cache_dir, profile, jobs, log, launcher)
     if second:
         fine = {}
         for label, cfg in second.items():
-            model, seed = cfg.model.pretrained[len(_PLACEHOLDER):-1].rsplit(":s", 1)
-            key = pretrain_key.get((model, int(seed)))
+            key = pretrain_key.get(pretrain_of(cfg))
             run_dir = cache_dir / key if key else None
             if run_dir is None or not (run_dir / "done.json").is_file():
                 failures.append(f"{label}: its pre-training run did not finish")
