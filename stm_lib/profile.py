@@ -61,14 +61,17 @@ def random_clips(model: torch.nn.Module, batch_size: int, frames: int, input_siz
 
 
 def prepare(model: torch.nn.Module, dev: torch.device, train: bool = False, channels_last: bool = False,
-            compile: bool = False) -> torch.nn.Module:
-    """The model on the device in train/eval mode, NHWC weights if asked, compiled if asked."""
+            compile: bool | str = False) -> torch.nn.Module:
+    """The model on the device in train/eval mode, NHWC weights if asked, compiled if asked
+    (`compile`: True, or a torch.compile mode such as "reduce-overhead")."""
     model = model.train(train).to(dev)
-    if channels_last:    # 4-D weights only: `model.to(memory_format=...)` rejects CSTM's 5-D Conv3d weight
-        for p in model.parameters():
-            if p.dim() == 4:
-                p.data = p.data.contiguous(memory_format=torch.channels_last)
-    return torch.compile(model) if compile else model
+    if channels_last:    # `model.to(memory_format=...)` rejects CSTM's 5-D Conv3d weight
+        from stm_lib.models import to_channels_last
+
+        to_channels_last(model)
+    if not compile:
+        return model
+    return torch.compile(model, mode=None if compile in (True, "default") else compile)
 
 
 def make_step(model: torch.nn.Module, x: torch.Tensor, train: bool = False, amp: str = "none",
@@ -153,13 +156,14 @@ def peak_memory(step, dev: torch.device) -> tuple[int | None, str]:
 def compare_throughput(models: dict[str, torch.nn.Module], frames: int, input_size: int = 224,
                        batch_size: int = 16, device: str = "auto", warmup: int = 3, repeats: int = 10,
                        amp: str = "none", channels_last: bool = False, train: bool = False,
-                       compile: bool = False, memory: bool = False) -> dict[str, dict]:
+                       compile: bool | str = False, memory: bool = False, breakdown_steps: int = 0) -> dict[str, dict]:
     """Videos/s of several models measured in turns in one run (see `time_interleaved`); with
-    `memory`, also the peak memory of one more call of each (see `peak_memory`)."""
+    `memory`, also the peak memory of one more call of each (see `peak_memory`); with
+    `breakdown_steps`, where an eager step's time goes (`bench.breakdown`)."""
     dev = resolve_device(device)
-    steps = {}
+    steps, prepared = {}, {}
     for name, m in models.items():
-        m = prepare(m, dev, train, channels_last, compile)
+        m = prepared[name] = prepare(m, dev, train, channels_last, compile)
         x = random_clips(m, batch_size, frames, input_size, dev, channels_last)
         steps[name] = make_step(m, x, train, amp, getattr(models[name], "num_classes", None))
     times = time_interleaved(steps, dev, warmup, repeats)
@@ -169,6 +173,11 @@ def compare_throughput(models: dict[str, torch.nn.Module], frames: int, input_si
     if memory:
         for name, step in steps.items():
             res[name]["peak_memory_bytes"], res[name]["peak_memory_kind"] = peak_memory(step, dev)
+    if breakdown_steps and not compile:
+        from stm_lib.bench import breakdown
+
+        for name, step in steps.items():
+            res[name]["breakdown"] = breakdown(step, prepared[name], dev, breakdown_steps)
     return res
 
 
