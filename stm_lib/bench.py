@@ -5,7 +5,7 @@ compile mode). Within one setting the models take turns batch by batch
 (`profile.time_interleaved`), so the ratio to TSN is measured under the same conditions. Reports
 videos/s (median of repeats, with the slowest and fastest batch), the ratio to TSN, peak memory,
 the achieved FLOP rate against a dense matmul peak measured in the same run (bf16 on a GPU, fp32
-on a CPU: MFU), and with `--breakdown` where an eager step's time goes (`breakdown`: each temporal
+on a CPU: MFU), and with `--breakdown` where an eager step's time goes (`profile.breakdown`: each temporal
 module's forward and backward against the convolutions, from torch.profiler).
 
 Results: `runs/bench/<device>/results.json` (schema "stm-bench/2", see `run_bench`), written
@@ -27,7 +27,7 @@ from stm_lib.models import build_model, get_variant, list_models
 from stm_lib.models.temporal import set_fast
 from stm_lib.engine.distributed import resolve_device
 from stm_lib.io import atomic_write_json
-from stm_lib.profile import _sync, compare_throughput, count_flops, device_name
+from stm_lib.profile import _sync, breakdown, compare_throughput, count_flops, device_name  # noqa: F401
 
 SCHEMA = "stm-bench/2"   # /2: batch-size list, compile_mode, CPU fp32 MFU, breakdown
 
@@ -197,106 +197,6 @@ def largest_fitting_batch(doc: dict, model: str = "stm", **setting) -> int | Non
     ok = [r["batch_size"] for r in doc["rows"] if r["model"] == model and not r.get("error")
           and all(r.get(k) == v for k, v in setting.items())]
     return max(ok, default=None)
-
-
-# ---- where the time goes ----------------------------------------------------------------------
-
-def _temporal_types() -> tuple[type, ...]:
-    from stm_lib.models.relatives import STHConv, TemporalConv
-    from stm_lib.models.successors import MTA, TAM, LongTermTDM, MotionExcitation, ShortTermTDM, TemporalInterlace
-    from stm_lib.models.temporal import CMM, CSTM, TemporalShift
-
-    return (TemporalShift, CSTM, CMM, STHConv, TemporalConv, MotionExcitation, MTA, LongTermTDM, ShortTermTDM,
-            TAM, TemporalInterlace)
-
-
-def _annotate(model: torch.nn.Module) -> list:
-    """Profiler ranges `temporal::<Class>::forward` / `::backward` around every temporal module's
-    forward (forward hooks) and backward (full backward hooks: from the gradient of its output
-    to the gradient of its input). Returns the hook handles (remove them after)."""
-    from torch.autograd.profiler import record_function
-
-    handles, open_ranges = [], {}
-
-    def enter(key, label):
-        rf = record_function(label)
-        rf.__enter__()
-        open_ranges[key] = rf
-
-    def leave(key):
-        rf = open_ranges.pop(key, None)
-        if rf is not None:
-            rf.__exit__(None, None, None)
-
-    for m in model.modules():
-        if not isinstance(m, _temporal_types()):
-            continue
-        label = f"temporal::{type(m).__name__}"
-        handles += [m.register_forward_pre_hook(lambda mod, a, label=label: enter((id(mod), 0), label + "::forward")),
-                    m.register_forward_hook(lambda mod, a, o: leave((id(mod), 0)))]
-        if type(m).__name__ != "ShortTermTDM":    # its input, the clip, needs no gradient: no backward to time
-            handles += [m.register_full_backward_pre_hook(
-                            lambda mod, g, label=label: enter((id(mod), 1), label + "::backward")),
-                        m.register_full_backward_hook(lambda mod, gi, go: leave((id(mod), 1)))]
-    handles.append(_Closer(open_ranges, leave))
-    return handles
-
-
-class _Closer:
-    """A 'handle' whose remove() closes any range left open (a backward that never reached a
-    module's input)."""
-
-    def __init__(self, open_ranges, leave):
-        self.open_ranges, self.leave = open_ranges, leave
-
-    def remove(self):
-        for key in list(self.open_ranges):
-            self.leave(key)
-
-
-KINDS = (("convolution", ("conv",)), ("batch_norm", ("batch_norm",)), ("matmul", ("mm", "matmul", "linear")))
-
-
-def breakdown(step, model: torch.nn.Module, dev: torch.device, steps: int = 2) -> dict:
-    """Where `step`'s time goes, per step, from torch.profiler over `steps` calls (after one
-    untimed call): `total_ms` (the sum of every op's self time: busy CPU time, or on a GPU the
-    kernels' time), `by_kind_ms` (self time of the convolutions (forward and backward, those
-    inside the temporal modules included), batch norm, matmuls, and everything else), and
-    `temporal_ms` (each temporal module class's forward and backward, inclusive: on a GPU its
-    kernels' time, on a CPU its wall time). Eager models only (hooks do not fire in a compiled
-    graph)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    cuda = dev.type == "cuda"
-    handles = _annotate(model)
-    try:
-        step()
-        _sync(dev)
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-        with profile(activities=acts) as prof:
-            for _ in range(steps):
-                step()
-            _sync(dev)
-    finally:
-        for h in handles:
-            h.remove()
-    kinds = {k: 0.0 for k, _ in KINDS} | {"other": 0.0}
-    temporal: dict[str, dict[str, float]] = {}
-    total = 0.0
-    for e in prof.key_averages():
-        own = (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1e3 / steps
-        total += own
-        if e.key.startswith("temporal::"):
-            _, cls, phase = e.key.split("::")
-            incl = (e.device_time_total if cuda else e.cpu_time_total) / 1e3 / steps
-            temporal.setdefault(cls, {"forward": 0.0, "backward": 0.0})[phase] += incl
-            kinds["other"] += own
-            continue
-        name = e.key.lower()
-        kind = next((k for k, pats in KINDS if name.startswith("aten::") and any(p in name for p in pats)), "other")
-        kinds[kind] += own
-    return {"steps": steps, "clock": "device" if cuda else "cpu", "total_ms": total, "by_kind_ms": kinds,
-            "temporal_ms": temporal}
 
 
 def _label(s: dict) -> str:
