@@ -10,13 +10,14 @@ DEVICE  ?= auto
 SEEDS   ?=
 JOBS    ?=
 
-.PHONY: setup lock test test-fast reproduce book clean help
+.PHONY: setup lock test test-fast test-compile reproduce book clean help
 
 help:
 	@echo "make setup                      create .venv with exactly requirements.lock and the stm command"
 	@echo "make lock                       regenerate requirements.lock (uv, hashes) and environment.yml from pyproject.toml"
 	@echo "make test                       the whole test suite (what CI runs; prints the 10 slowest tests)"
 	@echo "make test-fast                  the suite without the minutes-long end-to-end tests (marked slow)"
+	@echo "make test-compile               every registry variant through inductor, compiled == eager (~35 min on 2 cores)"
 	@echo "make reproduce TABLE=N [PROFILE=smoke|proxy|full] [SEEDS=N] [JOBS=N] [DATA_ROOT=DIR]   (TABLE=all: every paper table; TABLE=relatives: the chapter beyond the paper)"
 	@echo "make book                       build the Jupyter Book from runs/ (no training)"
 
@@ -47,6 +48,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra --durations=10 -m "not slow" tests
+
+test-compile: $(STAMP)
+	$(PY) -m pytest -q -ra --durations=10 -m compile_all tests/test_compile.py
 
 reproduce: $(STAMP)
 	$(VENV)/bin/stm reproduce --table $(TABLE) --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) --device $(DEVICE) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(JOBS),--jobs $(JOBS))

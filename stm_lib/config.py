@@ -67,6 +67,10 @@ class DataConfig:
         check_fields(self, "data")
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""`torch.compile` modes; reduce-overhead and max-autotune capture CUDA graphs."""
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 50
@@ -83,6 +87,7 @@ class TrainConfig:
     amp: str = "none"                 # none | bf16 | fp16
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"     # torch.compile mode with `compile` (COMPILE_MODES); not part of a run's identity
     device: str = "auto"              # auto | cpu | cuda
     deterministic: bool = False
     seed: int = 0

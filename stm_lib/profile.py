@@ -61,14 +61,17 @@ def random_clips(model: torch.nn.Module, batch_size: int, frames: int, input_siz
 
 
 def prepare(model: torch.nn.Module, dev: torch.device, train: bool = False, channels_last: bool = False,
-            compile: bool = False) -> torch.nn.Module:
-    """The model on the device in train/eval mode, NHWC weights if asked, compiled if asked."""
+            compile: bool | str = False) -> torch.nn.Module:
+    """The model on the device in train/eval mode, NHWC weights if asked, compiled if asked
+    (`compile`: True, or a torch.compile mode such as "reduce-overhead")."""
     model = model.train(train).to(dev)
-    if channels_last:    # 4-D weights only: `model.to(memory_format=...)` rejects CSTM's 5-D Conv3d weight
-        for p in model.parameters():
-            if p.dim() == 4:
-                p.data = p.data.contiguous(memory_format=torch.channels_last)
-    return torch.compile(model) if compile else model
+    if channels_last:    # `model.to(memory_format=...)` rejects CSTM's 5-D Conv3d weight
+        from stm_lib.models import to_channels_last
+
+        to_channels_last(model)
+    if not compile:
+        return model
+    return torch.compile(model, mode=None if compile in (True, "default") else compile)
 
 
 def make_step(model: torch.nn.Module, x: torch.Tensor, train: bool = False, amp: str = "none",
@@ -153,13 +156,14 @@ def peak_memory(step, dev: torch.device) -> tuple[int | None, str]:
 def compare_throughput(models: dict[str, torch.nn.Module], frames: int, input_size: int = 224,
                        batch_size: int = 16, device: str = "auto", warmup: int = 3, repeats: int = 10,
                        amp: str = "none", channels_last: bool = False, train: bool = False,
-                       compile: bool = False, memory: bool = False) -> dict[str, dict]:
+                       compile: bool | str = False, memory: bool = False, breakdown_steps: int = 0) -> dict[str, dict]:
     """Videos/s of several models measured in turns in one run (see `time_interleaved`); with
-    `memory`, also the peak memory of one more call of each (see `peak_memory`)."""
+    `memory`, also the peak memory of one more call of each (see `peak_memory`); with
+    `breakdown_steps`, where an eager step's time goes (`breakdown`)."""
     dev = resolve_device(device)
-    steps = {}
+    steps, prepared = {}, {}
     for name, m in models.items():
-        m = prepare(m, dev, train, channels_last, compile)
+        m = prepared[name] = prepare(m, dev, train, channels_last, compile)
         x = random_clips(m, batch_size, frames, input_size, dev, channels_last)
         steps[name] = make_step(m, x, train, amp, getattr(models[name], "num_classes", None))
     times = time_interleaved(steps, dev, warmup, repeats)
@@ -169,7 +173,110 @@ def compare_throughput(models: dict[str, torch.nn.Module], frames: int, input_si
     if memory:
         for name, step in steps.items():
             res[name]["peak_memory_bytes"], res[name]["peak_memory_kind"] = peak_memory(step, dev)
+    if breakdown_steps and not compile:
+        for name, step in steps.items():
+            res[name]["breakdown"] = breakdown(step, prepared[name], dev, breakdown_steps)
     return res
+
+
+# ---- where the time goes ----------------------------------------------------------------------
+
+def _temporal_types() -> tuple[type, ...]:
+    from stm_lib.models.relatives import STHConv, TemporalConv
+    from stm_lib.models.successors import MTA, TAM, LongTermTDM, MotionExcitation, ShortTermTDM, TemporalInterlace
+    from stm_lib.models.temporal import CMM, CSTM, TemporalShift
+
+    return (TemporalShift, CSTM, CMM, STHConv, TemporalConv, MotionExcitation, MTA, LongTermTDM, ShortTermTDM,
+            TAM, TemporalInterlace)
+
+
+def _annotate(model: torch.nn.Module) -> list:
+    """Profiler ranges `temporal::<Class>::forward` / `::backward` around every temporal module's
+    forward (forward hooks) and backward (full backward hooks: from the gradient of its output
+    to the gradient of its input). Returns the hook handles (remove them after)."""
+    from torch.autograd.profiler import record_function
+
+    handles, open_ranges = [], {}
+
+    def enter(key, label):
+        rf = record_function(label)
+        rf.__enter__()
+        open_ranges[key] = rf
+
+    def leave(key):
+        rf = open_ranges.pop(key, None)
+        if rf is not None:
+            rf.__exit__(None, None, None)
+
+    for m in model.modules():
+        if not isinstance(m, _temporal_types()):
+            continue
+        label = f"temporal::{type(m).__name__}"
+        handles += [m.register_forward_pre_hook(lambda mod, a, label=label: enter((id(mod), 0), label + "::forward")),
+                    m.register_forward_hook(lambda mod, a, o: leave((id(mod), 0)))]
+        if type(m).__name__ != "ShortTermTDM":    # its input, the clip, needs no gradient: no backward to time
+            handles += [m.register_full_backward_pre_hook(
+                            lambda mod, g, label=label: enter((id(mod), 1), label + "::backward")),
+                        m.register_full_backward_hook(lambda mod, gi, go: leave((id(mod), 1)))]
+    handles.append(_Closer(open_ranges, leave))
+    return handles
+
+
+class _Closer:
+    """A 'handle' whose remove() closes any range left open (a backward that never reached a
+    module's input)."""
+
+    def __init__(self, open_ranges, leave):
+        self.open_ranges, self.leave = open_ranges, leave
+
+    def remove(self):
+        for key in list(self.open_ranges):
+            self.leave(key)
+
+
+KINDS = (("convolution", ("conv",)), ("batch_norm", ("batch_norm",)), ("matmul", ("mm", "matmul", "linear")))
+
+
+def breakdown(step, model: torch.nn.Module, dev: torch.device, steps: int = 2) -> dict:
+    """Where `step`'s time goes, per step, from torch.profiler over `steps` calls (after one
+    untimed call): `total_ms` (the sum of every op's self time: busy CPU time, or on a GPU the
+    kernels' time), `by_kind_ms` (self time of the convolutions (forward and backward, those
+    inside the temporal modules included), batch norm, matmuls, and everything else), and
+    `temporal_ms` (each temporal module class's forward and backward, inclusive: on a GPU its
+    kernels' time, on a CPU its wall time). Eager models only (hooks do not fire in a compiled
+    graph)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = dev.type == "cuda"
+    handles = _annotate(model)
+    try:
+        step()
+        _sync(dev)
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=acts) as prof:
+            for _ in range(steps):
+                step()
+            _sync(dev)
+    finally:
+        for h in handles:
+            h.remove()
+    kinds = {k: 0.0 for k, _ in KINDS} | {"other": 0.0}
+    temporal: dict[str, dict[str, float]] = {}
+    total = 0.0
+    for e in prof.key_averages():
+        own = (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1e3 / steps
+        total += own
+        if e.key.startswith("temporal::"):
+            _, cls, phase = e.key.split("::")
+            incl = (e.device_time_total if cuda else e.cpu_time_total) / 1e3 / steps
+            temporal.setdefault(cls, {"forward": 0.0, "backward": 0.0})[phase] += incl
+            kinds["other"] += own
+            continue
+        name = e.key.lower()
+        kind = next((k for k, pats in KINDS if name.startswith("aten::") and any(p in name for p in pats)), "other")
+        kinds[kind] += own
+    return {"steps": steps, "clock": "device" if cuda else "cpu", "total_ms": total, "by_kind_ms": kinds,
+            "temporal_ms": temporal}
 
 
 def measure_throughput(model: torch.nn.Module, frames: int, input_size: int = 224, batch_size: int = 16,

@@ -127,27 +127,69 @@ def test_workers_needed_by_hand():
 
 def test_bench_cli_writes_results(tmp_path, capsys):
     out = tmp_path / "bench" / "results.json"
-    rc = main(["bench", "--models", "stm", "stm@reference", "--frames", "4", "--batch-size", "2", "--input-size", "32",
+    rc = main(["bench", "--models", "stm", "stm@reference", "--frames", "4", "--batch-size", "2", "3", "--input-size", "32",
                "--width-mult", "0.25", "--modes", "inference", "train", "--precision", "fp32",
                "--channels-last", "off", "on", "--compile", "off", "--warmup", "1", "--repeats", "2",
-               "--device", "cpu", "--note", "unit test", "--out", str(out)])
+               "--breakdown", "1", "--device", "cpu", "--note", "unit test", "--out", str(out)])
     assert rc == 0
     doc = json.loads(out.read_text())
-    assert doc["schema"] == "stm-bench/1" and doc["note"] == "unit test" and doc["device_type"] == "cpu"
-    assert doc["matmul_peak"] is None                          # MFU only against a GPU's measured peak
+    assert doc["schema"] == "stm-bench/2" and doc["note"] == "unit test" and doc["device_type"] == "cpu"
+    peak = doc["matmul_peak"]                                  # CPU: fp32, measured at the start and the end
+    assert peak["dtype"] == "float32" and peak["flops_per_s"] == max(peak["start_flops_per_s"], peak["end_flops_per_s"])
     assert doc["provenance"]["git"]["commit"] is not None and doc["provenance"]["command"]
     rows = doc["rows"]
-    assert len(rows) == 3 * 2 * 2                              # tsn added; 2 modes x 2 layouts
+    assert len(rows) == 3 * 2 * 2 * 2                          # tsn added; 2 modes x 2 layouts x 2 batch sizes
     assert all(r["error"] is None and r["videos_per_s"] > 0 for r in rows)
     for r in rows:
         assert r["videos_per_s_min"] <= r["videos_per_s"] <= r["videos_per_s_max"]
-        same = [q for q in rows if (q["mode"], q["channels_last"]) == (r["mode"], r["channels_last"])]
+        same = [q for q in rows if (q["mode"], q["channels_last"], q["batch_size"]) ==
+                (r["mode"], r["channels_last"], r["batch_size"])]
         tsn = next(q for q in same if q["model"] == "tsn")
         assert r["ratio_vs_tsn"] == pytest.approx(r["videos_per_s"] / tsn["videos_per_s"])
-        assert r["mfu"] is None and r["achieved_flops_per_s"] > 0 and len(r["times_s"]) == 2
+        assert r["mfu"] == pytest.approx(r["achieved_flops_per_s"] / peak["flops_per_s"]) and len(r["times_s"]) == 2
+        assert r["compile"] is False and r["compile_mode"] is None
+        b = r["breakdown"]                                     # torch.profiler: where an eager step's time goes
+        assert b["total_ms"] > 0 and set(b["by_kind_ms"]) == {"convolution", "batch_norm", "matmul", "other"}
+        assert b["by_kind_ms"]["convolution"] > 0
+        assert pytest.approx(sum(b["by_kind_ms"].values())) == b["total_ms"]
+        if r["model"].startswith("stm"):
+            phases = ["forward", "backward"] if r["mode"] == "train" else ["forward"]
+            assert set(b["temporal_ms"]) == {"CSTM", "CMM"}
+            assert all(b["temporal_ms"][m][p] > 0 for m in ("CSTM", "CMM") for p in phases), b["temporal_ms"]
+        else:
+            assert b["temporal_ms"] == {}
+    from stm_lib.bench import largest_fitting_batch
+    assert largest_fitting_batch(doc, "stm", mode="train", channels_last=True) == 3
     stm = {r["model"]: r["flops_per_clip"] for r in rows}
     assert stm["stm"] == stm["stm@reference"] > stm["tsn"]     # same arithmetic, fast or not
     assert not list(out.parent.glob(".*tmp*"))                  # written atomically
+
+
+def test_bench_skips_larger_batches_after_out_of_memory(monkeypatch):
+    """A batch size that runs out of memory is a row with its error, and the larger sizes of the
+    same setting are skipped; compile modes are a grid dimension recorded per row."""
+    from stm_lib import bench
+
+    def fake(models, frames, input_size, batch_size, *a, **k):
+        if batch_size > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return {n: {"videos_per_s": 1.0, "videos_per_s_min": 1.0, "videos_per_s_max": 1.0, "batch_time_s": 1.0,
+                    "spread": 0.0, "repeats": 1, "times_s": [1.0], "peak_memory_bytes": 1, "peak_memory_kind": "x"}
+                for n in models}
+
+    monkeypatch.setattr(bench, "compare_throughput", fake)
+    monkeypatch.setattr(bench, "count_flops", lambda *a: 1)
+    doc = bench.run_bench(["tsm"], frames=(2,), batch_size=[4, 2, 8], input_size=32, modes=("train",),
+                          precisions=("fp32",), channels_last=(False,), compile=(False, True),
+                          compile_modes=("default", "reduce-overhead"), warmup=0, repeats=1, device="cpu",
+                          width_mult=0.25, log=lambda *a: None)
+    rows = [r for r in doc["rows"] if r["model"] == "tsm"]
+    assert [(r["compile_mode"], r["batch_size"]) for r in rows] == [
+        (m, b) for m in (None, "default", "reduce-overhead") for b in (2, 4, 8)]
+    for r in rows:
+        err = {2: None, 4: "CUDA out of memory. Tried to allocate 2 GiB", 8: "skipped: batch 4 did not fit"}
+        assert r["error"] == err[r["batch_size"]]
+    assert bench.largest_fitting_batch(doc, "tsm", compile_mode="reduce-overhead") == 2
 
 
 def test_bench_cli_bad_model(capsys):

@@ -12,7 +12,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from stm_lib.config import Config, DataConfig, ModelConfig, TrainConfig, load_yaml, safe_load
+from stm_lib.config import COMPILE_MODES, Config, DataConfig, ModelConfig, TrainConfig, load_yaml, safe_load
 
 LR_HELP = """\
 learning rate, used as is at any batch size (default 0.01: the paper's lr at batch 64 for 8
@@ -122,6 +122,8 @@ def _add_train(sub) -> None:
     g.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (default none)")
     g.add_argument("--channels-last", action=B, default=None)
     g.add_argument("--compile", action=B, default=None, help="torch.compile the model")
+    g.add_argument("--compile-mode", choices=COMPILE_MODES,
+                   help="torch.compile mode with --compile (default 'default'; reduce-overhead: CUDA graphs)")
     g.add_argument("--sync-bn", action=B, default=None, help="SyncBatchNorm under DDP on GPUs (default off: per-GPU BN as the paper)")
     g.add_argument("--device", help="auto (default) | cpu | cuda")
     g.add_argument("--deterministic", action=B, default=None, help="torch deterministic algorithms")

@@ -97,7 +97,7 @@ def metrics_from_confusion(conf: torch.Tensor, top5_correct: float, nll_sum: flo
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "auto"):
     """(model in eval mode on device, Config with num_classes resolved, class names, checkpoint)."""
-    from stm_lib.models import build_model
+    from stm_lib.models import build_model, to_channels_last
 
     run_dir = Path(run_dir)
     path = _checkpoint_path(run_dir, checkpoint)
@@ -110,7 +110,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     ckpt.restore(model, state["model"], path)
     model.to(dev).eval()
     if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     return model, cfg, list(state.get("classes") or []), state
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from stm_lib import provenance as P
-from stm_lib.config import Config, plain
+from stm_lib.config import COMPILE_MODES, Config, plain
 from stm_lib.engine import checkpoint as ckpt
 from stm_lib.io import atomic_write_json, atomic_write_text
 from stm_lib.engine import distributed as D
@@ -80,6 +80,8 @@ def train(cfg: Config, command: str | None = None) -> Path:
                         ("--batch-size", tc.batch_size), ("--epochs", tc.epochs)):
             if v <= 0:
                 raise ValueError(f"{name} must be positive, got {v}")
+        if tc.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {tc.compile_mode!r}")
         if not 0 <= tc.max_skipped <= 1:
             raise ValueError(f"--max-skipped is a share of clips between 0 and 1, got {tc.max_skipped:g}")
 
@@ -98,7 +100,7 @@ def train(cfg: Config, command: str | None = None) -> Path:
 
         # ---- 2. data; the class count is settled before any model exists ----------------
         from stm_lib.data import build_dataset, make_loader
-        from stm_lib.models import build_model
+        from stm_lib.models import build_model, to_channels_last
 
         frames = cfg.model.frames
         val_data = dataclasses.replace(cfg.data, test_clips=1, test_crops=1)  # per-epoch check: 1x1
@@ -126,7 +128,7 @@ def train(cfg: Config, command: str | None = None) -> Path:
                                 ": --flow-root is only for the two-stream st-resnet"))
         model.to(dev)
         if tc.channels_last:
-            model.to(memory_format=torch.channels_last)
+            to_channels_last(model)  # 4-D and 5-D weights (Module.to refuses CSTM's 5-D Conv3d)
         if tc.sync_bn and info.distributed and dev.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         raw = model  # what is saved and evaluated
@@ -198,8 +200,9 @@ def train(cfg: Config, command: str | None = None) -> Path:
             model = torch.nn.parallel.DistributedDataParallel(
                 raw, device_ids=[dev.index] if dev.type == "cuda" else None)
         if tc.compile:
-            model = torch.compile(model)
+            model = torch.compile(model, mode=None if tc.compile_mode == "default" else tc.compile_mode)
         tb = _tensorboard(out) if (tc.tensorboard and info.is_main) else None
+        step_log = os.environ.get(STEP_LOG_ENV) if info.is_main else None
         wall_before = float(history[-1]["wall_time_s"]) if history else 0.0
         log(f"training {cfg.model.name} on {cfg.data.dataset}: {len(train_set)} clips, {num_classes} classes, "
             f"global batch {tc.batch_size} ({info.world_size} x {per_rank_batch}), lr {lr:g}, "
@@ -226,7 +229,9 @@ def train(cfg: Config, command: str | None = None) -> Path:
             bar = _bar(steps_per_epoch, start_step, f"epoch {epoch + 1}/{tc.epochs}", info.is_main and tc.progress)
             t0 = time.time()
             for step in range(start_step, steps_per_epoch):
+                t_wait = time.perf_counter()
                 clips, labels, n_skipped = next(batches)
+                t_ready = time.perf_counter()
                 acc[4] += int(n_skipped)
                 empty = clips is None or len(labels) == 0
                 if info.distributed:  # every rank must take the same branch
@@ -260,6 +265,9 @@ def train(cfg: Config, command: str | None = None) -> Path:
                     c1, c5 = topk_correct(logits.detach().float(), y)
                     acc[:4] += torch.tensor([loss.item() * n, c1, c5, n], dtype=torch.float64)
                     bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2g}", refresh=False)
+                    if step_log:
+                        _log_step(step_log, epoch, step, steps_per_epoch, loss.item(), n, t_ready - t_wait,
+                                  time.perf_counter() - t_ready, optimizer.param_groups[0]["lr"], dev)
                 with warnings.catch_warnings():  # fp16: GradScaler may skip a step; expected
                     warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
                     scheduler.step()  # per iteration, so warm-up and cosine are smooth
@@ -357,6 +365,26 @@ def train(cfg: Config, command: str | None = None) -> Path:
 
 
 # ---- helpers (small, one job each) -------------------------------------------------------
+
+STEP_LOG_ENV = "STM_STEP_LOG"
+"""Set to a file path, rank 0 appends one JSON line per training step to it: epoch, step, global
+step, loss, clips, loader_wait_s (time blocked waiting for the batch), step_s (from the batch's
+arrival to the loss on the host: transfer, forward, backward, optimiser step), lr, and on CUDA
+max_memory_allocated. For speed runs (tools/gpu_speed_job.py); the loss is already read on the
+host every step, so this adds no synchronisation."""
+
+
+def _log_step(path: str, epoch: int, step: int, steps_per_epoch: int, loss: float, clips: int, wait: float,
+              step_s: float, lr: float, dev: torch.device) -> None:
+    import json
+
+    row = {"epoch": epoch + 1, "step": step + 1, "global_step": epoch * steps_per_epoch + step + 1, "loss": loss,
+           "clips": clips, "loader_wait_s": round(wait, 6), "step_s": round(step_s, 6), "lr": lr}
+    if dev.type == "cuda":
+        row["max_memory_allocated"] = torch.cuda.max_memory_allocated(dev)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
 
 def _segment_seed(seed: int, epoch: int, step: int, rank: int) -> int:
     """The seed of the stretch of training that starts at (epoch, step) on this rank."""

@@ -13,7 +13,19 @@ from stm_lib.models.resnet import (BlockSpec, LoadReport, SpatiotemporalResNet, 
 
 __all__ = ["build_model", "describe_widths", "list_models", "get_variant", "resolve_variant", "resolved_variant",
            "VARIANTS", "Variant", "BlockSpec", "VideoResNet", "SpatiotemporalResNet", "cmm_reduction",
-           "load_imagenet", "LoadReport"]
+           "load_imagenet", "LoadReport", "to_channels_last"]
+
+
+def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """NHWC storage for the weights: 4-D ones channels_last, 5-D ones (the Conv3d of CSTM, STH,
+    ST-ResNet) channels_last_3d, which is the layout of the (N, C, T, H, W) view of a channels_last
+    activation those convs run on. `model.to(memory_format=torch.channels_last)` cannot be used: it
+    refuses 5-D tensors ("required rank 4 tensor"). Parameters stay the same objects."""
+    for p in model.parameters():
+        if p.dim() in (4, 5):
+            fmt = torch.channels_last if p.dim() == 4 else torch.channels_last_3d
+            p.data = p.data.contiguous(memory_format=fmt)
+    return model
 
 
 def build_model(cfg: ModelConfig | None = None, verbose: bool = False,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from stm_lib.models.temporal import _split_time
+from stm_lib.models.temporal import _compiling, _layout, _split_time, _use_fast
 
 
 class STHConv(nn.Module):
@@ -21,7 +21,11 @@ class STHConv(nn.Module):
     `temporal_share` of them gets temporal (3x1x1) kernels and the rest spatial (1x3x3) kernels,
     interleaved along the channel axis, all summed into every output channel. Parameters:
     out*in*(9*(1-r) + 3*r), i.e. 6r/9 fewer than the 3x3 conv it replaces.
+
+    Two forwards with the same outputs, as the modules of `temporal.py`: `reference_forward` and
+    `fast_forward` (the default; `fast = False` or tracing takes the reference).
     """
+    fast = True
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, frames: int, temporal_share: float = 0.25):
         super().__init__()
@@ -39,10 +43,58 @@ class STHConv(nn.Module):
                                   padding=(1, 0, 0), bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fast_forward(x) if _use_fast(self) else self.reference_forward(x)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.spatial(x.index_select(1, self.s_idx))
         xt = _split_time(x.index_select(1, self.t_idx), self.frames).transpose(1, 2)   # N,C,T,H,W
         yt = self.temporal(xt).transpose(1, 2)
         return out + yt.reshape(out.shape)
+
+    def fast_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same convs. Two passes fewer: the channel split's backward writes each gradient
+        element once (two `index_select` backwards zero-fill a full-size gradient each, scatter
+        into it and add the two), and the temporal output is added through its (N, T, C, H, W)
+        view instead of being copied to the spatial output's layout first. The split keeps the
+        input's memory format (index_select returns NCHW)."""
+        if _compiling():          # no in-place writes under torch.compile (temporal.py, "for torch.compile")
+            fmt = _layout(x)
+            xs, xt = (x.index_select(1, i).contiguous(memory_format=fmt) for i in (self.s_idx, self.t_idx))
+        else:
+            xs, xt = _SplitChannels.apply(x, self.s_idx, self.t_idx)
+        out = self.spatial(xs)
+        yt = self.temporal(_split_time(xt, self.frames).transpose(1, 2)).transpose(1, 2)   # N,T,C,H,W
+        return (_split_time(out, self.frames) + yt).flatten(0, 1)
+
+
+def _pick(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """`x.index_select(1, idx)` in x's memory format."""
+    out = torch.empty(x.shape[0], len(idx), *x.shape[2:], dtype=x.dtype, device=x.device, memory_format=_layout(x))
+    return torch.index_select(x, 1, idx, out=out)
+
+
+class _SplitChannels(torch.autograd.Function):
+    """x -> (x[:, a], x[:, b]) for index sets a, b that partition x's channels; backward writes
+    both gradients into one fresh tensor (each element once)."""
+
+    @staticmethod
+    def forward(x, a, b):
+        return _pick(x, a), _pick(x, b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, a, b = inputs
+        ctx.save_for_backward(a, b)
+        ctx.shape, ctx.fmt = x.shape, _layout(x)
+
+    @staticmethod
+    def backward(ctx, ga, gb):
+        a, b = ctx.saved_tensors
+        like = ga if ga is not None else gb
+        g = torch.empty(ctx.shape, dtype=like.dtype, device=like.device, memory_format=ctx.fmt)
+        g.index_copy_(1, a, ga if ga is not None else like.new_zeros(()).expand(g.shape[0], len(a), *g.shape[2:]))
+        g.index_copy_(1, b, gb if gb is not None else like.new_zeros(()).expand(g.shape[0], len(b), *g.shape[2:]))
+        return g, None, None
 
 
 class TemporalConv(nn.Conv3d):

@@ -12,8 +12,9 @@ Where they plug in: `resnet.BlockSpec` (`temporal_module`, `conv2="mta"`, `shift
 papers leave a detail open it is settled from the authors' public code and said so in the class
 docstring. Paper sections are named by title: their numbers and equation numbers were not checked
 against the PDFs here (the formulas quoted for TEA's ME are the paper's). Every module is a plain
-transcription without a separate fast path (`TemporalDWConv` inherits CSTM's), so fvcore traces
-what runs.
+transcription; the ops they share with STM use its fast paths (`TemporalDWConv` inherits CSTM's,
+the frame differences are `temporal.neighbour_difference`), which fall back to the plain ops
+under tracing, so fvcore counts what the paper's formulas compute.
 
 `SUCCESSOR_PAPER` holds each model's published cost, how it was counted, and why our count of
 the registry variant differs where it does (tests/test_successors.py pins both).
@@ -26,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from stm_lib.models.temporal import CSTM, _split_time
+from stm_lib.models.temporal import CSTM, _compiling, _split_time, neighbour_difference
 
 
 class TemporalDWConv(CSTM):
@@ -54,17 +55,14 @@ class TemporalDWConv(CSTM):
 
 
 def _next_minus_this(f: torch.Tensor, k: torch.Tensor, frames: int) -> torch.Tensor:
-    """`k[t+1] - f[t]` for t < T-1 and zero for the last frame, on `(N*T, C, H, W)` tensors."""
-    f5, k5 = _split_time(f, frames), _split_time(k, frames)
-    d = torch.cat([k5[:, 1:] - f5[:, :-1], torch.zeros_like(f5[:, :1])], dim=1)
-    return d.flatten(0, 1)
+    """`k[t+1] - f[t]` for t < T-1 and zero for the last frame, on `(N*T, C, H, W)` tensors
+    (CMM's difference op: written once, no `cat` of a zero frame; a `cat` under tracing)."""
+    return neighbour_difference(k, f, frames, 1)
 
 
 def _prev_minus_this(f: torch.Tensor, k: torch.Tensor, frames: int) -> torch.Tensor:
     """`k[t-1] - f[t]` for t > 0 and zero for the first frame."""
-    f5, k5 = _split_time(f, frames), _split_time(k, frames)
-    d = torch.cat([torch.zeros_like(f5[:, :1]), k5[:, :-1] - f5[:, 1:]], dim=1)
-    return d.flatten(0, 1)
+    return neighbour_difference(k, f, frames, -1)
 
 
 class MotionExcitation(nn.Module):
@@ -330,7 +328,10 @@ def fractional_shift(x: torch.Tensor, offset: torch.Tensor, max_shift: int = 2) 
         if abs(s) >= t:
             continue
         w = torch.clamp(1 - (offset - s).abs(), min=0).view(*offset.shape, *extra)[:, None]   # N, 1, G, ...
-        if s >= 0:
+        if _compiling():      # the same sum without slice writes (temporal.py, "for torch.compile")
+            z = x.new_zeros(x.shape[0], abs(s), *x.shape[2:])
+            out = out + w * (torch.cat([z, x[:, :t - s]], 1) if s >= 0 else torch.cat([x[:, -s:], z], 1))
+        elif s >= 0:
             out[:, s:] = out[:, s:] + w * x[:, :t - s]
         else:
             out[:, :s] = out[:, :s] + w * x[:, -s:]

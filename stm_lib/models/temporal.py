@@ -13,6 +13,22 @@ transposes, no `cat`, no zero-filled copies) and keeps the input's memory format
 stays channels_last). `forward` takes the fast one unless `module.fast = False` or the model is
 being traced: fvcore's FLOP count traces the reference ops (a Conv3d it can count), so
 `stm profile` reports the same FLOPs as before; the fast path does the same multiply-adds.
+
+Why the fast paths are faster (issue 29), forward *and* backward: an in-place write into a slice
+of a tensor that already has autograd history (`out[:, 1:] = ...`, `out[:, dst].addcmul_(...)`)
+is recorded as a `CopySlices` node, whose backward copies the *whole* gradient once per write:
+TSM's five slice writes cost five full-size copies in its backward, CSTM's two taps two. The
+fast paths are therefore small `torch.autograd.Function`s (`_Shift`, `_ChannelwiseTemporal`,
+`_TapSum`, `_NeighbourDifference`) whose forward writes each output element once into a fresh
+tensor and whose backward is the same kind of op (a shift the other way, the conv with the kernel
+flipped in time), also writing each gradient element once. They are plain PyTorch ops on the
+`(N, T, C, H, W)` view, so they keep channels_last and bf16 as they come.
+
+Under `torch.compile` the fast paths take functional forms of the same ops instead (`cat` and
+`pad` of time-shifted slices, no in-place writes; see "for torch.compile" below for why): Dynamo
+captures every registry variant in one graph and inductor fuses each op, forward and backward,
+into a few elementwise kernels (tests/test_compile.py). That is PyTorch's fast path for these
+memory-bound ops, so no custom Triton kernel is written.
 """
 from __future__ import annotations
 
@@ -50,10 +66,18 @@ def _taps(k: int, t: int):
             yield (i, slice(-d, None), slice(None, d)) if d < 0 else (i, slice(None, -d), slice(d, None))
 
 
+PAD_CHANNELS = 8
+"""CUDA: 1x1 convs whose channel counts are not multiples of this are zero-padded to one
+(`_conv1x1_padded`); 0 turns the padding off."""
+
+
 def _conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """A bias-free 1x1 conv. On a CPU NCHW tensor it runs as one batched matmul over the channel
     axis: oneDNN's 1x1 conv is up to 30x slower there for CMM's few-channel convs (C/16 = 4 in
-    conv2_x). Elsewhere (channels_last, CUDA) the conv is already a plain GEMM."""
+    conv2_x). On CUDA, channel counts that are not multiples of 8 are zero-padded to one
+    (`_conv1x1_padded`). Elsewhere (CPU channels_last) the conv is already a plain GEMM."""
+    if x.device.type == "cuda" and PAD_CHANNELS and (weight.shape[0] % PAD_CHANNELS or weight.shape[1] % PAD_CHANNELS):
+        return _conv1x1_padded(x, weight, PAD_CHANNELS)
     if x.device.type != "cpu" or not x.is_contiguous():
         return F.conv2d(x, weight)
     n, c, h, w = x.shape
@@ -61,15 +85,281 @@ def _conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.bmm(w2.expand(n, *w2.shape), x.view(n, c, h * w)).view(n, -1, h, w)   # bmm: matmul would copy x
 
 
+def _conv1x1_padded(x: torch.Tensor, weight: torch.Tensor, multiple: int = 8) -> torch.Tensor:
+    """`F.conv2d(x, weight)` (1x1, no bias) with both channel counts zero-padded up to a multiple
+    of `multiple` and the padded outputs sliced off: the same values (the padding adds zero
+    products). Why: bf16/fp16 tensor-core GEMMs need channel counts that are multiples of 8
+    (16-byte rows); CMM's C/16 = 4 channels in conv2_x (reduce C -> 4, restore 4 -> C) otherwise
+    fall back to slower kernels. The padded tensors are C/16-channel maps, small next to the
+    block's own."""
+    cout, cin = weight.shape[:2]
+    pin, pout = -cin % multiple, -cout % multiple
+    fmt = _layout(x)
+    if pin:
+        zeros = torch.empty(x.shape[0], pin, *x.shape[2:], dtype=x.dtype, device=x.device, memory_format=fmt).zero_()
+        x = torch.cat([x, zeros], dim=1)
+    y = F.conv2d(x, F.pad(weight, (0, 0, 0, 0, 0, pin, 0, pout)))
+    return y[:, :cout].contiguous(memory_format=fmt) if pout else y   # dense again for BN / the next conv
+
+
 def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     """`MaxPool2d(2, ceil_mode=True)` as two elementwise maxima of strided views (rows, then
     columns): ~10x faster than PyTorch's CPU max_pool2d on NCHW, and a fusable elementwise op for
     `torch.compile`. Same values; where a 2x2 window holds tied maxima the gradient is shared
-    between them (max_pool2d gives it all to the first). Odd sizes use max_pool2d."""
-    if x.shape[-2] % 2 or x.shape[-1] % 2:
+    between them (max_pool2d gives it all to the first). Ties are common in bf16 (8-bit mantissa),
+    so only fp32 CPU NCHW tensors, where the speed was measured, take this path; odd sizes,
+    other dtypes, channels_last and CUDA use max_pool2d (fast there)."""
+    if (x.shape[-2] % 2 or x.shape[-1] % 2 or x.device.type != "cpu" or x.dtype != torch.float32
+            or not x.is_contiguous()):
         return F.max_pool2d(x, 2, ceil_mode=True)
     r = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
     return torch.maximum(r[..., 0::2], r[..., 1::2])
+
+
+# ---- the fast paths' autograd Functions (see the module docstring for why) ----------------------
+
+def _shift(x: torch.Tensor, frames: int, fold: int, spatial: int, reverse: bool = False) -> torch.Tensor:
+    """TSM/STSM's shift (`TemporalShift`) written once per element into a fresh tensor with x's
+    layout. `reverse` moves every share the other way: the shift's adjoint, i.e. its backward."""
+    x5 = _split_time(x, frames)
+    out = torch.empty_like(x)
+    o5 = _split_time(out, frames)
+    fut, past = slice(0, fold), slice(fold, 2 * fold)       # read t+1, read t-1
+    if reverse:
+        fut, past = past, fut
+    o5[:, :-1, fut] = x5[:, 1:, fut]
+    o5[:, -1, fut] = 0
+    o5[:, 1:, past] = x5[:, :-1, past]
+    o5[:, 0, past] = 0
+    a = 2 * fold
+    if spatial:
+        up, down, left, right = (slice(a + i * spatial, a + (i + 1) * spatial) for i in range(4))
+        if reverse:
+            up, down, left, right = down, up, right, left
+        o5[:, :, up, :-1] = x5[:, :, up, 1:]
+        o5[:, :, up, -1] = 0
+        o5[:, :, down, 1:] = x5[:, :, down, :-1]
+        o5[:, :, down, 0] = 0
+        o5[:, :, left, :, :-1] = x5[:, :, left, :, 1:]
+        o5[:, :, left, :, -1] = 0
+        o5[:, :, right, :, 1:] = x5[:, :, right, :, :-1]
+        o5[:, :, right, :, 0] = 0
+        a += 4 * spatial
+    o5[:, :, a:] = x5[:, :, a:]
+    return out
+
+
+class _Shift(torch.autograd.Function):
+    """The shift with its adjoint as backward: one pass over memory each way."""
+
+    @staticmethod
+    def forward(x, frames: int, fold: int, spatial: int):
+        return _shift(x, frames, fold, spatial)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.args = inputs[1:]
+
+    @staticmethod
+    def backward(ctx, g):
+        return _shift(g, *ctx.args, reverse=True), None, None, None
+
+
+def _channelwise_temporal(x: torch.Tensor, w: torch.Tensor, frames: int) -> torch.Tensor:
+    """y[t] = sum_i w[:, i] * x[t + i - k//2] per channel (zero padded in time), w: (C, k), as a
+    scale plus k-1 multiply-adds over time-shifted slices of the (N, T, C, H, W) view (no
+    transpose; the result keeps x's strides)."""
+    k = w.shape[1]
+    x5 = _split_time(x, frames)
+    wt = w.view(-1, k, 1, 1)                              # broadcasts over (C, H, W)
+    out = x5 * wt[:, k // 2]
+    for i, dst, src in _taps(k, x5.shape[1]):
+        out[:, dst].addcmul_(x5[:, src], wt[:, i])
+    return out.reshape(x.shape)
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """channels_last when `x` is stored NHWC (and is not also plain contiguous), else contiguous."""
+    cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
+
+
+class _ChannelwiseTemporal(torch.autograd.Function):
+    """Eq. (1)'s channel-wise temporal conv. Backward: the input's gradient is the same op with the
+    kernel flipped in time (the conv's adjoint); the weight's is, per tap, the sum of
+    gradient x shifted input over N, T, H, W."""
+
+    @staticmethod
+    def forward(x, w, frames: int):
+        return _channelwise_temporal(x, w, frames)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, w, frames = inputs
+        ctx.save_for_backward(x, w)
+        ctx.frames = frames
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = _channelwise_temporal(g, w.flip(1), ctx.frames)
+        if ctx.needs_input_grad[1]:
+            k = w.shape[1]
+            g5, x5 = _split_time(g, ctx.frames), _split_time(x, ctx.frames)
+            cols = [None] * k
+            cols[k // 2] = (g5 * x5).sum(dim=(0, 1, 3, 4))
+            for i, dst, src in _taps(k, x5.shape[1]):
+                cols[i] = (g5[:, dst] * x5[:, src]).sum(dim=(0, 1, 3, 4))
+            gw = torch.stack([c if c is not None else w.new_zeros(w.shape[0]) for c in cols], dim=1)
+        return gx, gw, None
+
+
+class _TapSum(torch.autograd.Function):
+    """`y` (N*T, k*C, H, W) holding each tap's conv output, tap-major: out[t] = sum_i y[t + i - k//2, tap i]
+    (zero padded in time). Backward: gradient of tap i at frame s = g[s - i + k//2], written once."""
+
+    @staticmethod
+    def forward(y, frames: int, k: int):
+        y6 = _split_time(y, frames).unflatten(2, (k, -1))              # N, T, k, C, H, W
+        out = y6[:, :, k // 2].clone()                                 # keeps the layout
+        for i, dst, src in _taps(k, frames):
+            out[:, dst] += y6[:, src, i]
+        return out.flatten(0, 1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.frames, ctx.k = inputs[1:]
+
+    @staticmethod
+    def backward(ctx, g):
+        k, frames = ctx.k, ctx.frames
+        g5 = _split_time(g, frames)
+        n, t, c, h, w = g5.shape
+        gy = torch.empty(n * t, k * c, h, w, dtype=g.dtype, device=g.device, memory_format=_layout(g))
+        gy6 = _split_time(gy, frames).unflatten(2, (k, c))
+        gy6[:, :, k // 2] = g5
+        for i in range(k):
+            if i == k // 2:
+                continue
+            d = i - k // 2
+            gy6[:, :, i] = 0
+            if abs(d) < t:               # out[dst] read y[src, i]: src = dst + d
+                if d > 0:
+                    gy6[:, d:, i] = g5[:, :-d]
+                else:
+                    gy6[:, :d, i] = g5[:, -d:]
+        return gy, None, None
+
+
+def neighbour_difference(k: torch.Tensor, f: torch.Tensor, frames: int, step: int = 1) -> torch.Tensor:
+    """`k[t + step] - f[t]` where frame t + step exists, zero elsewhere, on `(N*T, C, H, W)`
+    tensors (step 1: CMM's Eq. (2), TEA's ME, TDN's forward difference; step -1: TDN's backward
+    difference). Each output and gradient element is written once (`_NeighbourDifference`); under
+    tracing (fvcore) and torch.compile a plain `cat` of the same values."""
+    if torch.jit.is_tracing() or _compiling():
+        k5, f5 = _split_time(k, frames), _split_time(f, frames)
+        z = torch.zeros_like(f5[:, :1])
+        d = [k5[:, 1:] - f5[:, :-1], z] if step > 0 else [z, k5[:, :-1] - f5[:, 1:]]
+        return torch.cat(d, dim=1).flatten(0, 1).contiguous(memory_format=_layout(f))
+    return _NeighbourDifference.apply(k, f, frames, step)
+
+
+def _neighbour_difference(k, f, frames, step):
+    out = torch.empty_like(f)
+    k5, f5, o5 = _split_time(k, frames), _split_time(f, frames), _split_time(out, frames)
+    here, there, edge = (slice(None, -1), slice(1, None), -1) if step > 0 else (slice(1, None), slice(None, -1), 0)
+    o5[:, here].copy_(k5[:, there]).sub_(f5[:, here])      # no temporary; no `out=` (a graph break)
+    o5[:, edge] = 0
+    return out
+
+
+class _NeighbourDifference(torch.autograd.Function):
+    @staticmethod
+    def forward(k, f, frames: int, step: int):
+        return _neighbour_difference(k, f, frames, step)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.frames, ctx.step = inputs[2:]
+
+    @staticmethod
+    def backward(ctx, g):
+        frames, step = ctx.frames, ctx.step
+        g5 = _split_time(g, frames)
+        here, there = (slice(None, -1), slice(1, None)) if step > 0 else (slice(1, None), slice(None, -1))
+        gk = torch.empty_like(g)
+        k5 = _split_time(gk, frames)
+        k5[:, there] = g5[:, here]                       # k[t + step] fed out[t]
+        k5[:, 0 if step > 0 else -1] = 0                 # the frame no output reads
+        gf = torch.empty_like(g)
+        f5 = _split_time(gf, frames)
+        f5[:, here].copy_(g5[:, here]).neg_()
+        f5[:, -1 if step > 0 else 0] = 0
+        return gk, gf, None, None
+
+
+# ---- the same ops without in-place writes, for torch.compile ------------------------------------
+# Under torch.compile the fast paths take these plain functional forms instead of the autograd
+# Functions: inductor derives their backward and fuses each into a few elementwise kernels
+# (the Functions' in-place writes buy nothing there). It is also a correctness matter: with
+# PyTorch 2.14.1's CPU inductor, slice writes into a fresh tensor (the Functions' forwards, the
+# references' `zeros` + slice assignment) in a graph that also updates a buffer through a view
+# (TEA's MTA: batch-norm running statistics of a channel slice, `successors._bn_channels`)
+# computed wrong values, while aot_eager was exact (tests/test_compile.py::test_temporal_modules_inductor_equals_eager).
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def _zeros_in_time(x5: torch.Tensor, frames: int) -> torch.Tensor:
+    return x5.new_zeros(x5.shape[0], frames, *x5.shape[2:])
+
+
+def _shift_functional(x: torch.Tensor, frames: int, fold: int, spatial: int) -> torch.Tensor:
+    """`_shift` as `cat` / `pad` of slices (no in-place writes)."""
+    x5 = _split_time(x, frames)
+    parts = [torch.cat([x5[:, 1:, :fold], _zeros_in_time(x5[:, :, :fold], 1)], 1),
+             torch.cat([_zeros_in_time(x5[:, :, fold:2 * fold], 1), x5[:, :-1, fold:2 * fold]], 1)]
+    a = 2 * fold
+    if spatial:
+        up, down, left, right = (x5[:, :, a + i * spatial:a + (i + 1) * spatial] for i in range(4))
+        parts += [F.pad(up[..., 1:, :], (0, 0, 0, 1)), F.pad(down[..., :-1, :], (0, 0, 1, 0)),
+                  F.pad(left[..., 1:], (0, 1)), F.pad(right[..., :-1], (1, 0))]
+        a += 4 * spatial
+    parts.append(x5[:, :, a:])
+    return torch.cat(parts, dim=2).reshape(x.shape).contiguous(memory_format=_layout(x))   # compiled: no copy
+
+
+def _channelwise_temporal_functional(x: torch.Tensor, w: torch.Tensor, frames: int) -> torch.Tensor:
+    """`_channelwise_temporal` as a sum of k scaled slices of the time-padded input."""
+    k = w.shape[1]
+    mid = k // 2
+    x5 = _split_time(x, frames)
+    t = x5.shape[1]
+    z = _zeros_in_time(x5, mid)
+    xp = torch.cat([z, x5, z], 1)                         # xp[j] = x[j - mid]
+    wt = w.view(-1, k, 1, 1)
+    out = x5 * wt[:, mid]
+    for i in range(k):
+        if i != mid:
+            out = out + xp[:, i:i + t] * wt[:, i]         # frame t reads x[t + i - mid]
+    return out.reshape(x.shape).contiguous(memory_format=_layout(x))
+
+
+def _tap_sum_functional(y: torch.Tensor, frames: int, k: int) -> torch.Tensor:
+    """`_TapSum` as a sum of k slices of the time-padded taps."""
+    mid = k // 2
+    y6 = _split_time(y, frames).unflatten(2, (k, -1))      # N, T, k, C, H, W
+    t = y6.shape[1]
+    z = _zeros_in_time(y6, mid)
+    yp = torch.cat([z, y6, z], 1)
+    out = y6[:, :, mid]
+    for i in range(k):
+        if i != mid:
+            out = out + yp[:, i:i + t, i]
+    return out.flatten(0, 1).contiguous(memory_format=_layout(y))
 
 
 class TemporalShift(nn.Module):
@@ -107,32 +397,12 @@ class TemporalShift(nn.Module):
         return out.view(nt, c, h, w)
 
     def fast_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Every output element written once: moved values, and zeros only where padding falls
-        (the reference zero-fills the whole tensor first)."""
-        x5 = _split_time(x, self.frames)
-        out = torch.empty_like(x)                        # keeps channels_last
-        o5 = _split_time(out, self.frames)
+        """Every output element written once (moved values, zeros only where padding falls; the
+        reference zero-fills the whole tensor first), and the backward is the opposite shift, one
+        pass too (`_Shift`)."""
         c = x.shape[1]
-        f = c // self.fold_div
-        o5[:, :-1, :f] = x5[:, 1:, :f]                   # from the future
-        o5[:, -1, :f] = 0
-        o5[:, 1:, f:2 * f] = x5[:, :-1, f:2 * f]         # from the past
-        o5[:, 0, f:2 * f] = 0
-        s = c // self.spatial_fold_div if self.spatial_fold_div else 0
-        a = 2 * f
-        if s:
-            up, down, left, right = (slice(a + i * s, a + (i + 1) * s) for i in range(4))
-            o5[:, :, up, :-1] = x5[:, :, up, 1:]
-            o5[:, :, up, -1] = 0
-            o5[:, :, down, 1:] = x5[:, :, down, :-1]
-            o5[:, :, down, 0] = 0
-            o5[:, :, left, :, :-1] = x5[:, :, left, :, 1:]
-            o5[:, :, left, :, -1] = 0
-            o5[:, :, right, :, 1:] = x5[:, :, right, :, :-1]
-            o5[:, :, right, :, 0] = 0
-            a += 4 * s
-        o5[:, :, a:] = x5[:, :, a:]
-        return out
+        args = (x, self.frames, c // self.fold_div, c // self.spatial_fold_div if self.spatial_fold_div else 0)
+        return _shift_functional(*args) if _compiling() else _Shift.apply(*args)
 
 
 class CSTM(nn.Module):
@@ -183,28 +453,20 @@ class CSTM(nn.Module):
 
     def fast_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Channel-wise: Eq. (1) as a shift-and-scale, G[t] = K[:, mid] * F[t] + sum_i K[:, i] * F[t+i]
-        over time-shifted slices of the (N, T, C, H, W) view; the zero padding is the slices' ends.
-        Ordinary: one 1x1 conv to k*C channels (tap i's C x C matrix each), then the same shifted sum."""
+        over time-shifted slices of the (N, T, C, H, W) view; the zero padding is the slices' ends
+        (`_ChannelwiseTemporal`: its backward is the same op with the kernel flipped).
+        Ordinary: one 1x1 conv to k*C channels (tap i's C x C matrix each), then the same shifted
+        sum (`_TapSum`). Neither transposes to (N, C, T, H, W) as the Conv3d does."""
         k = self.conv.kernel_size[0]
-        mid = k // 2
-        x5 = _split_time(x, self.frames)
-        t = x5.shape[1]
         if self.channelwise:
-            wt = self.conv.weight.to(x.dtype).view(-1, k, 1, 1)     # C, k, 1, 1: broadcasts over (C, H, W);
             # the cast keeps bf16 activations bf16 under autocast (the Conv3d would be cast too)
-            out = x5 * wt[:, mid]                                  # elementwise: keeps the input's strides
-            for i, dst, src in _taps(k, t):
-                out[:, dst].addcmul_(x5[:, src], wt[:, i])
-            return out.reshape(x.shape)
+            w = self.conv.weight.to(x.dtype).view(-1, k)
+            fn = _channelwise_temporal_functional if _compiling() else _ChannelwiseTemporal.apply
+            return fn(x, w, self.frames)
         c = x.shape[1]
         w2 = self.conv.weight.permute(2, 0, 1, 3, 4).reshape(k * c, c, 1, 1)   # taps stacked on out
-        y5 = nn.functional.conv2d(x, w2).view(*x5.shape[:2], k, c, *x.shape[2:])   # N, T, k, C, H, W
-        out = torch.empty_like(x)
-        o5 = _split_time(out, self.frames)
-        o5.copy_(y5[:, :, mid])
-        for i, dst, src in _taps(k, t):
-            o5[:, dst] += y5[:, src, i]
-        return out
+        fn = _tap_sum_functional if _compiling() else _TapSum.apply
+        return fn(nn.functional.conv2d(x, w2), self.frames, k)
 
 
 class CMM(nn.Module):
@@ -241,14 +503,11 @@ class CMM(nn.Module):
     def fast_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The depthwise conv runs on all T frames of the (N*T, c, H, W) tensor in place of a
         copied slice of T-1 (1/T more of a C/r-channel depthwise conv, small next to the copy it
-        saves); the difference is written into a preallocated output whose last step is zeroed.
+        saves); the difference is written once into a fresh output whose last step is zeroed, and
+        its gradients once each (`neighbour_difference`).
         The 1x1 convs and the 2x2 pool avoid CPU kernels that are slow for these shapes."""
         f = self.bn(_conv1x1(x, self.reduce.weight))            # N*T, c, H, W
-        k = _split_time(self.motion(f), self.frames)              # K^c * F_t for every t
-        f5 = _split_time(f, self.frames)
-        motion = torch.empty_like(f)                              # keeps channels_last
-        m5 = _split_time(motion, self.frames)
-        m5[:, :-1] = k[:, 1:] - f5[:, :-1]                        # Eq. (2), t = 0..T-2
-        m5[:, -1] = 0                                             # zero motion for the last step
+        k = self.motion(f)                                        # K^c * F_t for every t
+        motion = neighbour_difference(k, f, self.frames)          # Eq. (2); zero for the last step
         out = _conv1x1(motion, self.restore.weight)
         return _max_pool_2x2(out) if isinstance(self.pool, nn.MaxPool2d) else out
