@@ -370,3 +370,75 @@ def test_a_member_outside_the_cache_is_refused(clone_a, tmp_path):
         _add(tar, "../escaped.txt", b"pwn")
     assert "refused before unpacking" in refused(p, tmp_path)
     assert not (tmp_path / "escaped.txt").exists()
+
+
+# ---- adopt: a committed page's runs -----------------------------------------------------------------
+
+PAGE5 = ROOT / "runs" / "table5" / "proxy"
+
+
+def _page5_known() -> bool:
+    commit = json.loads((PAGE5 / "results.json").read_text())["provenance"]["git"]["commit"]
+    return subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT).returncode == 0
+
+
+needs_page5 = pytest.mark.skipif(not (PAGE5 / "results.json").is_file() or not _page5_known(),
+                                 reason="Table 5's committed page or its commit is not in this checkout")
+
+
+def _copy_page(tmp: Path) -> Path:
+    page = tmp / "page"
+    shutil.copytree(PAGE5, page, ignore=shutil.ignore_patterns("*.ipynb", "figures"))
+    return page
+
+
+@needs_page5
+def test_adopt_puts_table5s_runs_where_table_1_finds_them(tmp_path):
+    """Table 5's committed runs, adopted, are the ones Tables 1, 8 and 9 plan (their shared rows):
+    each under the key the page recorded, with the page's top-1 per seed; nothing is trained."""
+    from stm_lib.book import pool
+
+    cache = tmp_path / "cache"
+    added = runpack.adopt(PAGE5, cache, log=lambda *_: None)
+    res = json.loads((PAGE5 / "results.json").read_text())
+    recorded = {sr["cache"]: sr["metrics"]["top1"] for r in res["rows"] for sr in r.get("runs") or []}
+    assert sorted(added) == sorted(recorded) and len(added) == 25
+    for key, top1 in recorded.items():
+        ev = runner.check_done(cache / key)
+        assert ev["top1"] == pytest.approx(top1, abs=0.05) and ev["adopted_from"] == str(PAGE5)
+    for t, shared in (("1", 10), ("8", 5), ("9", 5)):
+        planned = pool.plan_runs([t], "proxy", None, cache)[0]
+        assert sum((cache / k / "done.json").is_file() for k in planned) == shared, t
+        key, _, ev, cached = runner.train_cached(next(c for k, (_, c, _) in planned.items() if k in recorded),
+                                                 cache, "proxy")
+        assert cached and key in recorded   # served from the cache, not trained
+    assert runpack.adopt(PAGE5, cache, log=lambda *_: None) == []   # kept, not written twice
+
+
+@needs_page5
+@pytest.mark.parametrize("change, want", [
+    (lambda p, r: r["provenance"]["git"].update(dirty=True), "not from a clean tree"),
+    (lambda p, r: r["rows"][0]["runs"][0]["config"]["train"].update(seed=7), "cache key"),
+    (lambda p, r: r["rows"][0]["runs"][0].update(run="../../../etc"), "is not a folder of"),
+    (lambda p, r: (p / r["rows"][1]["runs"][2]["run"] / "eval_val_1x1_last.json").write_text(
+        json.dumps({**json.loads((p / r["rows"][1]["runs"][2]["run"] / "eval_val_1x1_last.json").read_text()),
+                    "top1": 0.99})), "top1"),
+    (lambda p, r: (p / "results.json").unlink(), "not a page's results.json"),
+])
+def test_adopt_refuses_a_page_that_does_not_qualify(tmp_path, change, want):
+    """A dirty page, a config edited after the run (its key no longer the recorded one), a run
+    folder out of the page, a forged top-1 (not its last validation): one line via the CLI, and the
+    cache is left as it was."""
+    page = _copy_page(tmp_path)
+    res = json.loads((page / "results.json").read_text())
+    change(page, res)
+    if (page / "results.json").is_file():
+        (page / "results.json").write_text(json.dumps(res))
+    cache = tmp_path / "runs" / "_cache"
+    cache.mkdir(parents=True)
+    r = subprocess.run([sys.executable, "-m", "stm_lib.cli", "runs", "adopt", str(page), "--cache", str(cache)],
+                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("stm runs adopt: error: ") and want in r.stderr, r.stderr
+    assert tree(tmp_path / "runs") == ["_cache"]
