@@ -8,16 +8,30 @@ from stm_lib.book.tables import TABLES
 from stm_lib.config import Config
 
 MODELS = ["tsn", "tsm", "stsm", "sth", "st-resnet-rgb", "st-resnet", "stm"]
+SUCCESSORS = ["tea", "tdn", "tam", "tin"]   # issue 30
 
 
 def test_chapter_table_has_every_relative_on_both_proxies():
     t = TABLES["relatives"]
-    assert t.chapter and t.notebook == "relatives" and [r["model"] for r in t.paper_rows()] == MODELS
+    assert t.chapter and t.notebook == "relatives" and [r["model"] for r in t.paper_rows()] == MODELS + SUCCESSORS
     assert [(p.name, p.proxy_dataset) for p in t.parts] == [("temporal", "proxy-temporal"), ("scene", "proxy-scene")]
     assert t.complexity and t.speed and t.speed_frames == (8,)
     assert ("st-resnet", "st-resnet-rgb") in t.claims and not any(r.get("paper_top1") for r in t.paper_rows())
     plan = runner.plan("relatives", "smoke", 1)
-    assert sorted((row, part) for row, part, _, _ in plan) == sorted((m, p) for m in MODELS for p in ("temporal", "scene"))
+    assert sorted((row, part) for row, part, _, _ in plan) == sorted((m, p) for m in MODELS + SUCCESSORS
+                                                                     for p in ("temporal", "scene"))
+
+
+def test_successors_are_judged_against_tsn_and_stm_with_their_own_numbers_labelled_theirs():
+    """Issue 30: each successor's verdict against TSN and against STM (in the order of their
+    reported SSv1 top-1s), and that reported figure in a column headed as theirs."""
+    t = TABLES["relatives"]
+    for m in SUCCESSORS:
+        assert (m, "tsn") in t.claims and ((m, "stm") in t.claims or ("stm", m) in t.claims), m
+    rep = {r["model"]: r["reported"] for r in t.paper_rows()}
+    assert rep["tdn"].startswith("52.3") and rep["tea"].startswith("48.9") and rep["stm"].startswith("49.2")
+    assert ("tdn", "stm") in t.claims and ("stm", "tin") in t.claims   # 52.3 > 49.2 > 44.25
+    assert "theirs" in dict(t.columns)["reported"]
 
 
 def test_two_stream_rows_read_the_proxys_own_flow_and_keys_ignore_where_it_lies(tmp_path):
