@@ -27,7 +27,7 @@ from stm_lib.models import build_model, get_variant, list_models
 from stm_lib.models.temporal import set_fast
 from stm_lib.engine.distributed import resolve_device
 from stm_lib.io import atomic_write_json
-from stm_lib.profile import _sync, breakdown, compare_throughput, count_flops, device_name  # noqa: F401
+from stm_lib.profile import _sync, breakdown, compare_throughput, count_flops, device_name, paired_ratio  # noqa: F401
 
 SCHEMA = "stm-bench/2"   # /2: batch-size list, compile_mode, CPU fp32 MFU, breakdown
 
@@ -164,11 +164,13 @@ def run_bench(models: list[str] | None = None, frames=(8, 16), batch_size: int |
                                                "batch_time_s", "spread", "repeats", "times_s")},
                          "warmup": warmup,
                          "ratio_vs_tsn": sp["videos_per_s"] / speeds["tsn"]["videos_per_s"],
+                         "ratio_vs_tsn_paired": paired_ratio(speeds["tsn"]["times_s"], sp["times_s"]),
                          "peak_memory_bytes": mem, "peak_memory_kind": kind,
                          "flops_per_clip": flops[(name, t)], "achieved_flops_per_s": achieved,
                          "mfu": None, "breakdown": sp.get("breakdown"), "error": None})
             log(f"  {_label(s)} {name:14s} {sp['videos_per_s']:9.2f} videos/s "
-                f"[{sp['videos_per_s_min']:.2f}-{sp['videos_per_s_max']:.2f}]  x{rows[-1]['ratio_vs_tsn']:.3f} tsn  "
+                f"[{sp['videos_per_s_min']:.2f}-{sp['videos_per_s_max']:.2f}]  x{rows[-1]['ratio_vs_tsn']:.3f} tsn "
+                f"(paired {_fmt_paired(rows[-1]['ratio_vs_tsn_paired'])})  "
                 f"mem {_fmt_bytes(mem)}  {achieved / 1e12:.3f} TFLOP/s")
         del built
         _free(dev)
@@ -202,6 +204,11 @@ def largest_fitting_batch(doc: dict, model: str = "stm", **setting) -> int | Non
 def _label(s: dict) -> str:
     return (f"{s['frames']}F b{s['batch_size']} {s['mode']:9s} {s['precision']} cl={'on' if s['channels_last'] else 'off'} "
             f"compile={s['compile_mode'] if s['compile'] else 'off'}")
+
+
+def _fmt_paired(p: dict) -> str:
+    ci = p["ci95"]
+    return f"{p['geomean']:.3f}" + (f", 95% CI {ci[0]:.3f}-{ci[1]:.3f}" if ci else "")
 
 
 def _fmt_bytes(b) -> str:

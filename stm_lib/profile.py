@@ -128,6 +128,25 @@ def summarize(times: list[float], batch_size: int) -> dict:
             "spread": (max(times) - min(times)) / med, "repeats": len(times), "times_s": list(times)}
 
 
+def paired_ratio(base_times: list[float], times: list[float]) -> dict:
+    """Speed relative to a baseline timed in the same rounds (`time_interleaved`): per round,
+    baseline time / this time. `median`: their median; `geomean` and `ci95`: the geometric mean
+    and its 95% confidence interval (Student's t on the log ratios, scipy.stats), which a drift in
+    load that slows both alike within a round leaves unbiased. n rounds; ci95 None for n < 2."""
+    import math
+
+    from scipy import stats as st
+
+    logs = [math.log(b / t) for b, t in zip(base_times, times)]
+    n, m = len(logs), statistics.fmean(logs)
+    ci = None
+    if n >= 2:
+        half = st.t.ppf(0.975, n - 1) * statistics.stdev(logs) / math.sqrt(n)
+        ci = [math.exp(m - half), math.exp(m + half)]
+    return {"median": statistics.median(b / t for b, t in zip(base_times, times)), "geomean": math.exp(m),
+            "ci95": ci, "n": n}
+
+
 def peak_memory(step, dev: torch.device) -> tuple[int | None, str]:
     """Memory one more call of `step` needs beyond what is already held (weights, input, other
     models timed beside it): on CUDA the rise of `max_memory_allocated` over `memory_allocated`
@@ -321,7 +340,7 @@ def _cmd_profile(args) -> int:
                   f"{args.repeats}, range {sp['videos_per_s_min']:.2f}-{sp['videos_per_s_max']:.2f}, {sp['device']})")
         ratio = speeds[args.model]["videos_per_s"] / speeds["tsn"]["videos_per_s"]
         # the same ratio round by round (each round times both back to back): robust to load drifts
-        paired = statistics.median(a / b for a, b in zip(speeds["tsn"]["times_s"], speeds[args.model]["times_s"]))
+        paired = paired_ratio(speeds["tsn"]["times_s"], speeds[args.model]["times_s"])["median"]
         print(f"  ratio   {args.model} / tsn = {ratio:.3f} (measured in turns in this run; "
               f"median of per-round ratios {paired:.3f})")
         res.update(videos_per_s=speeds[args.model]["videos_per_s"], tsn_videos_per_s=speeds["tsn"]["videos_per_s"],

@@ -11,6 +11,7 @@ Tolerances (`_close`), relative to the largest entry of the expected tensor m = 
   fp32 and rounds once; the fast path rounds after each multiply-add)."""
 import pytest
 import torch
+import torch.nn.functional as F
 import torch.nn as nn
 
 from stm_lib.models import build_model, list_models, to_channels_last
@@ -183,6 +184,24 @@ def test_fast_paths_keep_channels_last():
 def test_max_pool_2x2_values_by_hand():
     x = torch.tensor([[1., 5., 2., 0.], [3., 4., 9., 8.], [7., 6., 0., 1.], [2., 2., 3., -1.]]).view(1, 1, 4, 4)
     torch.testing.assert_close(_max_pool_2x2(x), torch.tensor([[5., 9.], [7., 3.]]).view(1, 1, 2, 2))
+
+
+def test_max_pool_2x2_equals_max_pool2d_forward_and_backward_ties_included():
+    """The fast 2x2 pool against PyTorch's max_pool2d, exactly: values, and gradients where
+    windows hold tied maxima (small integers: most windows tie), each to the first position."""
+    x = torch.tensor([[1., 5., 2., 2.], [5., 4., 2., 2.]]).view(1, 1, 2, 4).requires_grad_()
+    y = _max_pool_2x2(x)
+    y.backward(torch.tensor([[[[10., 20.]]]]))
+    assert torch.equal(x.grad, torch.tensor([[0., 10., 20., 0.], [0., 0., 0., 0.]]).view(1, 1, 2, 4))   # by hand
+    torch.manual_seed(0)
+    for shape in ((2, 3, 8, 6), (4, 16, 14, 14)):
+        x = torch.randint(-2, 3, shape).float()
+        g = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2)
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = _max_pool_2x2(a), F.max_pool2d(b, 2, ceil_mode=True)
+        ya.backward(g)
+        yb.backward(g)
+        assert torch.equal(ya, yb) and torch.equal(a.grad, b.grad)
 
 
 BLOCK_SPECS = [BlockSpec(cstm="channelwise", cmm=True), BlockSpec(cstm="ordinary", cmm=True),

@@ -1,6 +1,8 @@
 """Complexity against the paper's own figures (Tables 8 and 9: 174 classes, 224x224)."""
 import json
 
+import statistics
+
 import pytest
 import torch
 
@@ -94,6 +96,25 @@ def test_summarize_by_hand():
     s = summarize([0.5, 1.0, 2.0], batch_size=4)
     assert s["videos_per_s"] == 4.0 and s["videos_per_s_min"] == 2.0 and s["videos_per_s_max"] == 8.0
     assert s["spread"] == 1.5 and s["repeats"] == 3
+
+
+def test_paired_ratio_against_scipy_and_by_hand():
+    """Per-round ratios baseline / model: median by hand; geometric mean and its 95% CI equal to
+    scipy.stats.ttest_1samp's interval on the log ratios, exponentiated."""
+    import math
+
+    from scipy import stats as st
+
+    from stm_lib.profile import paired_ratio
+
+    base, t = [2.0, 2.2, 1.8, 2.1], [2.0, 2.5, 2.0, 2.1]
+    r = paired_ratio(base, t)
+    assert r["median"] == statistics.median([1.0, 2.2 / 2.5, 0.9, 1.0]) and r["n"] == 4
+    logs = [math.log(b / x) for b, x in zip(base, t)]
+    lo, hi = st.ttest_1samp(logs, 0.0).confidence_interval(0.95)
+    assert r["geomean"] == pytest.approx(math.exp(sum(logs) / 4))
+    assert r["ci95"] == pytest.approx([math.exp(lo), math.exp(hi)])
+    assert paired_ratio([1.0], [2.0]) == {"median": 0.5, "geomean": 0.5, "ci95": None, "n": 1}
 
 
 def test_channels_last_prepare_keeps_outputs():

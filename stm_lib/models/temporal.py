@@ -103,17 +103,53 @@ def _conv1x1_padded(x: torch.Tensor, weight: torch.Tensor, multiple: int = 8) ->
 
 
 def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
-    """`MaxPool2d(2, ceil_mode=True)` as two elementwise maxima of strided views (rows, then
-    columns): ~10x faster than PyTorch's CPU max_pool2d on NCHW, and a fusable elementwise op for
-    `torch.compile`. Same values; where a 2x2 window holds tied maxima the gradient is shared
-    between them (max_pool2d gives it all to the first). Ties are common in bf16 (8-bit mantissa),
-    so only fp32 CPU NCHW tensors, where the speed was measured, take this path; odd sizes,
-    other dtypes, channels_last and CUDA use max_pool2d (fast there)."""
+    """`MaxPool2d(2, ceil_mode=True)` on even sizes, as the maximum of the four strided views of
+    each 2x2 window (`_MaxPool2x2`): the same values and the same gradients as max_pool2d (where a
+    window holds tied maxima, the first in row-major order gets the gradient). Forward and
+    backward together: 2.2-2.6x faster than the former elementwise `torch.maximum` form and
+    1.0-1.6x faster than PyTorch's CPU max_pool2d (fp32 NCHW, 1 and 2 threads, CMM's shapes
+    32x128x56x56 to 32x512x14x14): the former form's backward zero-filled the full input twice
+    (slice backward) and split ties with a division; this one writes each input gradient once.
+    Only fp32 CPU NCHW tensors, where the speed was measured, take it; odd sizes, other dtypes,
+    channels_last and CUDA use max_pool2d (fast there); under torch.compile the elementwise
+    maxima, which inductor fuses."""
     if (x.shape[-2] % 2 or x.shape[-1] % 2 or x.device.type != "cpu" or x.dtype != torch.float32
             or not x.is_contiguous()):
         return F.max_pool2d(x, 2, ceil_mode=True)
-    r = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
-    return torch.maximum(r[..., 0::2], r[..., 1::2])
+    if _compiling() or torch.jit.is_tracing():
+        r = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
+        return torch.maximum(r[..., 0::2], r[..., 1::2])
+    return _MaxPool2x2.apply(x)
+
+
+_WINDOW = ((0, 0), (0, 1), (1, 0), (1, 1))   # a 2x2 window's positions, max_pool2d's tie order
+
+
+class _MaxPool2x2(torch.autograd.Function):
+    @staticmethod
+    def forward(x):
+        v = [x[..., i::2, j::2] for i, j in _WINDOW]
+        return torch.maximum(torch.maximum(v[0], v[1]), torch.maximum(v[2], v[3]))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], output)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, out = ctx.saved_tensors
+        gx = torch.empty_like(x)
+        free = None                                   # windows whose maximum no earlier position took
+        for n, (i, j) in enumerate(_WINDOW):
+            hit = x[..., i::2, j::2] == out
+            if free is None:
+                free = ~hit
+            else:
+                hit &= free
+                if n < len(_WINDOW) - 1:
+                    free &= ~hit
+            gx[..., i::2, j::2] = g * hit             # every input position written once
+        return gx
 
 
 # ---- the fast paths' autograd Functions (see the module docstring for why) ----------------------
