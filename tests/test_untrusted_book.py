@@ -207,3 +207,21 @@ def test_injected_bench_results_and_flow_cost_render_as_text():
     two.info["flow_cost"] = {"temporal": {"seconds": "soon", "method": "<script>"}, "scene": "x"}
     text = report.cost_readings(res)
     assert "not readable" in text and "<script" not in text
+
+
+def test_bench_section_shows_the_per_round_ratio_and_its_interval():
+    """The CPU training-step bench (issue 29) on the speed page: the per-round ratio to TSN with
+    its 95% interval as stored; a forged one shows as a dash; build() picks `stm bench` files by
+    schema (the stm-profile ratio files beside them are not bench rows)."""
+    root = Path(__file__).resolve().parents[1]
+    path = root / "runs" / "bench" / "cpu" / "train-224-2thread.json"
+    bench = json.loads(path.read_text())
+    p = next(r for r in bench["rows"] if r["model"] == "stm")["ratio_vs_tsn_paired"]
+    md = report.bench_section([(bench, "b.json")])
+    assert f"{p['geomean']:.3f} ({p['ci95'][0]:.3f}-{p['ci95'][1]:.3f})" in md
+    bench["rows"][1]["ratio_vs_tsn_paired"] = {"geomean": "<b>", "ci95": "x"}
+    bench["rows"][2]["ratio_vs_tsn_paired"] = [1, 2]
+    md = report.bench_section([(bench, "b.json")])
+    assert "<b>" not in md and md.count("| — |") >= 2
+    schemas = {f.name: json.loads(f.read_text()).get("schema") for f in (root / "runs" / "bench" / "cpu").glob("*.json")}
+    assert schemas["train-224-1thread.json"].startswith("stm-bench/") and schemas["profile_stm_vs_tsn.json"] != "stm-bench/2"

@@ -120,16 +120,19 @@ def stage(runs: Path, src: Path, results, chosen: dict[str, str]) -> Path:
     import matplotlib.pyplot as plt
 
     benches = []   # `stm bench` results, one per device, shown on the speed table's page
-    for res in sorted(runs.glob("bench/*/results.json")):
+    for res in sorted(runs.glob("bench/*/*.json")):   # every `stm bench` file (schema stm-bench/*)
         if not _plain_file(res, res.parent) or res.parent.is_symlink():
             continue
-        dest = pages / "files" / "bench" / res.parent.name
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(res, dest / "results.json")
         try:
-            benches.append((json.loads(res.read_text()), f"files/bench/{res.parent.name}/results.json"))
+            bench = json.loads(res.read_text())
         except ValueError as e:
             raise BookError(f"{res}: not valid JSON ({e})") from None
+        if not isinstance(bench, dict) or not str(bench.get("schema", "")).startswith("stm-bench/"):
+            continue   # other measurements kept beside them (stm profile ratios)
+        dest = pages / "files" / "bench" / res.parent.name
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(res, dest / res.name)
+        benches.append((bench, f"files/bench/{res.parent.name}/{res.name}"))
     for t, profile in chosen.items():
         result, run = results[t][profile]
         name = page_name(t)

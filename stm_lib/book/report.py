@@ -584,7 +584,7 @@ def bench_section(benches: list[tuple[dict, str]]) -> str:
                    "was available to the runs committed here.")
     for b, link in benches:
         cols = ["model", "frames", "mode", "precision", "channels_last", "compile", "batch", "videos/s (min-max)",
-                "/ TSN", "peak memory", "MFU"]
+                "/ TSN", "/ TSN per round (95% CI)", "peak memory", "MFU"]
         lines = [f"**{_text(b.get('device', '?'))}** ({{download}}`results.json <{link}>`). {_text(b.get('note', ''))}",
                  "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in b.get("rows", []) if isinstance(b.get("rows"), list) else []:
@@ -593,18 +593,27 @@ def bench_section(benches: list[tuple[dict, str]]) -> str:
             head = " | ".join(_text(r.get(k, "?")) for k in ("model", "frames", "mode", "precision"))
             if r.get("error"):
                 lines.append(f"| {head} | {_text(r.get('channels_last'))} | {_text(r.get('compile'))} | "
-                             f"{_text(r.get('batch_size'))} | error: {_text(r['error'])} | | | |")
+                             f"{_text(r.get('batch_size'))} | error: {_text(r['error'])} | | | | |")
                 continue
             mem = r.get("peak_memory_bytes")
             lines.append(
                 f"| {head} | {'yes' if r.get('channels_last') else 'no'} | {'yes' if r.get('compile') else 'no'} | "
                 f"{_text(r.get('batch_size', '?'))} | {_fmt_num(r.get('videos_per_s'), '.3g')} "
                 f"({_fmt_num(r.get('videos_per_s_min'), '.3g')}-{_fmt_num(r.get('videos_per_s_max'), '.3g')}) | "
-                f"{_fmt_num(r.get('ratio_vs_tsn'), '.2f')} | "
+                f"{_fmt_num(r.get('ratio_vs_tsn'), '.2f')} | {_paired(r.get('ratio_vs_tsn_paired'))} | "
                 + (_fmt_num(mem, ".0f", 1 / 2**20, " MiB") if mem else "—") + " | "
                 + _fmt_num(r.get("mfu"), ".1f", 100, "%") + " |")
         out.append("\n".join(lines))
     return "\n\n".join(out)
+
+
+def _paired(p) -> str:
+    """A bench row's per-round ratio to TSN: geometric mean (95% CI), or "—" (older files)."""
+    if not isinstance(p, dict):
+        return "—"
+    ci = p.get("ci95")
+    ok = isinstance(ci, list) and len(ci) == 2
+    return _fmt_num(p.get("geomean"), ".3f") + (f" ({_fmt_num(ci[0], '.3f')}-{_fmt_num(ci[1], '.3f')})" if ok else "")
 
 
 def earlier_protocol(result: Result) -> str:
