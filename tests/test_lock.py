@@ -66,6 +66,18 @@ def test_this_venv_is_exactly_the_lock():
     assert lockfile.installed_differences() == []
 
 
+@pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="not in a venv (make setup builds .venv from the lock)")
+def test_importing_setuptools_does_not_change_what_is_installed():
+    """setuptools puts its _vendor folder (dist-infos of zipp, jaraco-*, ...) on sys.path when
+    imported, as torch's inductor does mid-suite: the lock check reads site-packages only."""
+    before = lockfile.installed_differences()
+    import setuptools  # noqa: F401
+
+    vendored = [p for p in sys.path if p.rstrip("/").endswith("_vendor")]
+    assert vendored, "setuptools no longer extends sys.path: this test can go"
+    assert lockfile.installed_differences() == before
+
+
 def test_provenance_records_the_lock(tmp_path):
     from stm_lib import provenance as P
 

@@ -104,9 +104,14 @@ def installed_differences(lock_text: str | None = None) -> list[str]:
     """Installed distributions of this interpreter that are not exactly the lock's pins, and
     pins not installed ([] when `pip freeze --all` equals the lock, the project aside)."""
     import importlib.metadata as md
+    import sysconfig
 
     pins = read_lock(LOCK.read_text() if lock_text is None else lock_text)
-    have = {canon(d.metadata["Name"]): d.version for d in md.distributions()}
+    # the environment's own site-packages, as `pip freeze` in a fresh process sees them: not the
+    # whole sys.path, which importing setuptools (torch's inductor does) extends with its
+    # _vendor folder of dist-infos (zipp 3.23.0 beside the lock's 4.1.2, jaraco-*, ...)
+    site = list(dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib")))
+    have = {canon(d.metadata["Name"]): d.version for d in md.distributions(path=site)}
     have.pop(PROJECT, None)
     return [f"{name}: installed {have.get(name)}, lock {pins.get(name, (None,))[0]}"
             for name in sorted(set(have) | set(pins)) if have.get(name) != pins.get(name, (None,))[0]]
