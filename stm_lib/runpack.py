@@ -179,15 +179,10 @@ def unpack(pack: str | Path, cache: str | Path, log=print) -> list[str]:
         cache.mkdir(parents=True, exist_ok=True)
         added = []
         for run in runs:
-            with locked(cache / f".{run.name}.lock"):   # not while `stm reproduce` trains the same run
-                if (cache / run.name / "done.json").is_file():
-                    log(f"{run.name}: already in {cache}, kept")
-                    continue
-                shutil.rmtree(cache / run.name, ignore_errors=True)   # an interrupted run of the same config
-                _move(run, cache / run.name)
-                if (tmp / f"{run.name}.log").is_file():
-                    _move(tmp / f"{run.name}.log", cache / f"{run.name}.log")
-            added.append(run.name)
+            if _install(run, cache, tmp / f"{run.name}.log"):
+                added.append(run.name)
+            else:
+                log(f"{run.name}: already in {cache}, kept")
     log(f"added {len(added)} of {len(runs)} packed runs to {cache}"
         + (f" (proxies checked: {', '.join(mine)})" if mine else ""))
     return added
@@ -248,14 +243,7 @@ def adopt(page: str | Path, cache: str | Path, log=print) -> list[str]:
                     raise ValueError(f"{where}: {label}: {e}") from None
                 staged[key] = run
         cache.mkdir(parents=True, exist_ok=True)
-        added = []
-        for key, run in staged.items():
-            with locked(cache / f".{key}.lock"):
-                if (cache / key / "done.json").is_file():
-                    continue
-                shutil.rmtree(cache / key, ignore_errors=True)   # an interrupted run of the same config
-                _move(run, cache / key)
-            added.append(key)
+        added = [key for key, run in staged.items() if _install(run, cache)]
     log(f"adopted {len(added)} runs of {page} into {cache} ({len(staged) - len(added)} already there"
         + (f", {skipped} skipped" if skipped else "") + ")")
     return added
@@ -411,6 +399,20 @@ def _check_proxy_wanted(cfg: Config, m: dict, where: str) -> None:
     if d.proxy_videos * d.proxy_frames * d.proxy_resolution ** 2 > MAX_PROXY_PIXELS:
         raise ValueError(f"{where}: its proxy ({d.proxy_videos} clips x {d.proxy_frames} frames at "
                          f"{d.proxy_resolution} px) is over the {MAX_PROXY_PIXELS} pixels generated to check a pack")
+
+
+def _install(run: Path, cache: Path, run_log: Path | None = None) -> bool:
+    """Rename the checked run folder `run` (named by its cache key) into `cache`, with its log,
+    under the run's cache lock (not while `stm reproduce` trains the same run); False, and
+    nothing moved, when the cache already has that run finished."""
+    with locked(cache / f".{run.name}.lock"):
+        if (cache / run.name / "done.json").is_file():
+            return False
+        shutil.rmtree(cache / run.name, ignore_errors=True)   # an interrupted run of the same config
+        _move(run, cache / run.name)
+        if run_log is not None and run_log.is_file():
+            _move(run_log, cache / f"{run.name}.log")
+    return True
 
 
 def _move(src: Path, dst: Path) -> None:
