@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from stm_lib.book import stats
+from stm_lib.book import evidence, stats
 from stm_lib.book.paper import paper_rows
 from stm_lib.book.result import Result, Row
 from stm_lib.book.tables import DATASETS, PROFILES, Table
@@ -717,5 +717,10 @@ def status_page(results: dict[str, dict[str, Result]], chosen: dict[str, str]) -
             k, n = sum(f["k"] for _, f in fails), sum(f["n"] for _, f in fails)
             sec.append(f"- failed runs ({stats.FAILURE_RULE.split(':')[0]} rule): {k} of {n}")
         sections += sec + [""]
-    out += ["", *sections]
+    proxy = {t: profs["proxy"] for t, profs in results.items() if "proxy" in profs}
+    goals = ["", "## Evidence goals", "",
+             "Measured over every proxy `results.json` by `stm_lib/book/evidence.py` (a run that serves "
+             "several tables counts once; a failed run is left out of the spread, never out of a mean or a test).",
+             "", *evidence.markdown(evidence.goals(proxy))] if proxy else []
+    out += [*goals, "", *sections]
     return "\n".join(out) + "\n"
