@@ -246,3 +246,23 @@ def test_prefetch_trains_each_run_once_in_parallel_and_notebooks_find_them(tmp_p
     out = capsys.readouterr().out
     assert out.count("cached run") == 3   # pre-training and both fine-tunes: nothing trained
     assert len(res.row("stm").seeds["top1_ucf101"]) == 1
+
+
+def test_a_proxy_generator_change_gives_new_run_keys(monkeypatch):
+    """The run key carries the proxy generator's version after the committed runs' versions: a
+    committed Table 5 run keeps its recorded key; a scene generator change moves every scene key
+    (a cached run on the old clips is not reused) and no temporal one."""
+    from stm_lib.data import proxy
+
+    def first(table):
+        return next(c for r, p, s, c in runner.plan(table, "proxy", None) if r == "tsn" and s == 0)
+
+    t5, t3 = first("5"), first("3")
+    recorded = json.loads((Path(__file__).resolve().parents[1] / "runs/table5/proxy/results.json").read_text())
+    tsn0 = next(r for r in recorded["rows"] if r["id"] == "tsn")["runs"][0]
+    assert tsn0["seed"] == 0 and runner.cache_key(t5) == tsn0["cache"]
+    before = runner.cache_key(t3)
+    monkeypatch.setattr(proxy, "SCENE_VERSION", proxy.SCENE_VERSION + 1)
+    assert runner.cache_key(t3) != before and runner.cache_key(t5) == tsn0["cache"]
+    monkeypatch.setattr(proxy, "VERSION", proxy.VERSION + 1)
+    assert runner.cache_key(t5) != tsn0["cache"]
