@@ -32,11 +32,11 @@ BACKBONE = "backbone.pth"   # a pre-training run's weights without fc: what its 
 # Bump when a code change alters what an unchanged Config trains (engine, models, data): every
 # cached run is then trained again. Each cached run records the commit that trained it.
 CACHE_EPOCH = 1
-# Config fields that do not change what a run computes (left out of its identity)
 # A proxy generator's version enters a run's key after the versions the committed runs were trained
 # on (temporal 4, scene 5), so their keys stay as recorded; a later generator gives new keys rather
 # than a run trained on the old clips.
 _KEYED_AFTER = {"proxy-temporal": 4, "proxy-scene": 5}
+# Config fields that do not change what a run computes (left out of its identity)
 _NOT_IDENTITY = {"train": ("out", "resume", "progress", "tensorboard", "checkpoint_every_steps", "device", "compile_mode"),
                  "data": ("num_workers", "proxy_cache", "data_root")}
 
@@ -369,7 +369,8 @@ class _Run:
 
 def cache_key(cfg: Config, cache_dir: str | Path | None = None) -> str:
     """What a run computes (model, data and its proxy generator's version, recipe, seed, evaluation
-    views), hashed: the same key is the same run. Paths inside the cache (a pre-trained backbone) count by their cache location."""
+    views), hashed: the same key is the same run. Paths inside the cache (a pre-trained backbone)
+    count by their cache location."""
     d = cfg.to_dict()
     for section, names in _NOT_IDENTITY.items():
         for n in names:
@@ -387,7 +388,7 @@ def cache_key(cfg: Config, cache_dir: str | Path | None = None) -> str:
     if ds in _KEYED_AFTER:
         from stm_lib.data import proxy
 
-        v = proxy.VERSION if ds == "proxy-temporal" else proxy.SCENE_VERSION
+        v = proxy.version(ds.removeprefix("proxy-"))
         if v > _KEYED_AFTER[ds]:
             d["data"]["proxy_version"] = v
     blob = json.dumps({"cache_epoch": CACHE_EPOCH, **d}, sort_keys=True, default=list)

@@ -222,13 +222,18 @@ def render_scene(rng: np.random.Generator, label: int, classes: int, frames: int
 
 # --- writing the SSv1 layout ----------------------------------------------------------------
 
+def version(kind: str) -> int:
+    """The generator version of a proxy kind ("temporal" or "scene")."""
+    return SCENE_VERSION if kind == "scene" else VERSION
+
+
 def params_of(kind, videos, classes, frames, resolution, seed, jpeg_quality=None, val_clips: int = 0) -> dict:
     """Everything that determines the files of a proxy: its cache key and `proxy.json`.
     `val_clips` 0 (the default, left out of the key) = a fifth of the clips (`validation_mask`)."""
     q = JPEG_QUALITY if jpeg_quality is None else jpeg_quality
     p = {"kind": kind, "videos": int(videos), "classes": int(classes), "frames": int(frames),
          "resolution": int(resolution), "seed": int(seed),
-         "version": SCENE_VERSION if kind == "scene" else VERSION, "jpeg_quality": int(q)}
+         "version": version(kind), "jpeg_quality": int(q)}
     if val_clips:
         p["val_clips"] = int(val_clips)
     return p
