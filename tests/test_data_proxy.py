@@ -206,6 +206,21 @@ def test_cache_key_has_jpeg_quality_and_version(tmp_path, monkeypatch):
     assert proxy.ensure_proxy("temporal", cfg, progress=False) not in (a, b)
 
 
+# What each generator version writes, pinned: a small proxy's digest per (kind, version). The same
+# version must write the same clips, since a run's key names the version and not the code (run
+# keys, `stm runs adopt`); a change to the clips bumps the version and adds its digest here.
+# (4, 5: measured at bf00bc88, the commit Table 5's page was rendered at, and unchanged since.)
+PINNED = {("temporal", 4): "3c8ed025a2a55d3b", ("scene", 5): "05b1fc324e026862"}
+
+
+@pytest.mark.parametrize("kind", proxy.KINDS)
+def test_a_generator_version_writes_the_clips_pinned_for_it(tmp_path, kind):
+    assert (kind, proxy.version(kind)) in PINNED, f"{kind} version {proxy.version(kind)}: pin its digest"
+    root = proxy.make_proxy(kind, tmp_path / kind, videos=20, classes=4, frames=4, resolution=32, seed=0,
+                            progress=False)
+    assert proxy.digest(root) == PINNED[kind, proxy.version(kind)]
+
+
 # --- what the proxies can teach: a cheap check with a tiny CNN ------------------------------------
 
 def _clips(kind: str, root: Path, frames: int):

@@ -442,3 +442,18 @@ def test_adopt_refuses_a_page_that_does_not_qualify(tmp_path, change, want):
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("stm runs adopt: error: ") and want in r.stderr, r.stderr
     assert tree(tmp_path / "runs") == ["_cache"]
+
+
+@needs_page5
+@pytest.mark.parametrize("here", [3, 5])
+def test_adopt_refuses_a_page_of_another_generator_version(tmp_path, monkeypatch, here):
+    """Table 5's runs read the temporal proxy of generator version 4 (its commit's proxy.py, read as
+    text). A checkout generating another version refuses them, an older one (3, whose run keys
+    equal version 4's) as a newer one (5, whose keys name it), and the cache stays empty."""
+    from stm_lib.data import proxy
+
+    monkeypatch.setattr(proxy, "VERSION", here)
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match=f"generator version 4 .* version {here}: not the same data"):
+        runpack.adopt(PAGE5, cache, log=lambda *_: None)
+    assert not cache.exists()
