@@ -177,7 +177,10 @@ PATTERN_KINDS = ("h-stripes", "v-stripes", "checks", "dots")
 # so hue-neighbours overlap and only the pattern kind (which differs between them) separates
 # them; the pattern has low contrast (`light`, `dark` values) under per-frame noise (`noise`,
 # grey levels), so seeing it takes several frames or a good look at one.
-SCENE = dict(hue_jitter=0.7, light=0.80, dark=0.55, noise=20.0)
+# `window` (a fraction of the side; 0 = the whole frame, as at version 5): the pattern only fills a
+# square window that drifts with wrap-around and that the nuisance disc may cover; outside it the
+# clip shows its hue at the pattern's mean level (issue 27's scene recalibration, not yet adopted).
+SCENE = dict(hue_jitter=0.7, light=0.80, dark=0.55, noise=20.0, window=0.0)
 
 
 def scene_class_names(classes: int) -> list[str]:
@@ -185,8 +188,9 @@ def scene_class_names(classes: int) -> list[str]:
 
 
 def render_scene(rng: np.random.Generator, label: int, classes: int, frames: int, resolution: int) -> np.ndarray:
-    """Class = background hue and pattern kind (in every frame); a disc and the pattern's
-    phase drift at random as nuisance motion; hue jitter, contrast and noise: `SCENE`."""
+    """Class = background hue and pattern kind (in every frame; in a drifting window when
+    `SCENE["window"]`); a disc and the pattern's phase drift at random as nuisance motion; hue
+    jitter, contrast and noise: `SCENE`."""
     R = resolution
     yy, xx = np.mgrid[0:R, 0:R].astype(np.float32) + 0.5
     f = np.arange(frames, dtype=np.float32)[:, None, None]
@@ -205,7 +209,15 @@ def render_scene(rng: np.random.Generator, label: int, classes: int, frames: int
         w = np.sin(np.pi * px / period) * np.sin(np.pi * py / period)
     else:
         w = np.cos(2 * np.pi * px / period) + np.cos(2 * np.pi * py / period) - 1.0
-    m = (w > 0).astype(np.float32)[..., None]
+    m = (w > 0).astype(np.float32)
+    if SCENE.get("window"):
+        side = SCENE["window"] * R
+        ox = (rng.uniform(0, R) + rng.uniform(-1, 1) * R * 0.03 * f) % R
+        oy = (rng.uniform(0, R) + rng.uniform(-1, 1) * R * 0.03 * f) % R
+        inside = (_soft(side / 2 - np.abs((xx - ox + R / 2) % R - R / 2))
+                  * _soft(side / 2 - np.abs((yy - oy + R / 2) % R - R / 2)))
+        m = inside * m + (1 - inside) * 0.5
+    m = m[..., None]
     img = dark * (1 - m) + light * m
     # nuisance: a grey-level disc of random brightness moving at random with wrap-around
     cx = (rng.uniform(0, R) + rng.uniform(-1, 1) * R * 0.06 * f) % R
