@@ -210,7 +210,7 @@ def test_cache_key_has_jpeg_quality_and_version(tmp_path, monkeypatch):
 # version must write the same clips, since a run's key names the version and not the code (run
 # keys, `stm runs adopt`); a change to the clips bumps the version and adds its digest here.
 # (4, 5: measured at bf00bc88, the commit Table 5's page was rendered at, and unchanged since.)
-PINNED = {("temporal", 4): "3c8ed025a2a55d3b", ("scene", 5): "05b1fc324e026862"}
+PINNED = {("temporal", 4): "3c8ed025a2a55d3b", ("scene", 5): "05b1fc324e026862", ("scene", 6): "94768e502e7ae5ba"}
 
 
 @pytest.mark.parametrize("kind", proxy.KINDS)
@@ -219,6 +219,14 @@ def test_a_generator_version_writes_the_clips_pinned_for_it(tmp_path, kind):
     root = proxy.make_proxy(kind, tmp_path / kind, videos=20, classes=4, frames=4, resolution=32, seed=0,
                             progress=False)
     assert proxy.digest(root) == PINNED[kind, proxy.version(kind)]
+
+
+def test_scene_version_5_is_version_6_without_its_window(tmp_path, monkeypatch):
+    """Version 6 only adds the window: with it off, the generator writes version 5's pinned clips."""
+    monkeypatch.setitem(proxy.SCENE, "window", 0.0)
+    root = proxy.make_proxy("scene", tmp_path / "s", videos=20, classes=4, frames=4, resolution=32, seed=0,
+                            progress=False)
+    assert proxy.digest(root) == PINNED["scene", 5]
 
 
 # --- what the proxies can teach: a cheap check with a tiny CNN ------------------------------------
@@ -276,7 +284,9 @@ def test_temporal_proxy_needs_frame_order(tmp_path):
 
 
 def test_scene_proxy_solvable_from_one_frame(tmp_path):
+    """A one-frame model (no order, no motion) learns the scene proxy: above 60%, the floor the
+    issue sets for TSN there (chance 10%; 0.78 at version 6, 4 epochs from scratch)."""
     torch.set_num_threads(min(2, torch.get_num_threads()))
     data = _clips("scene", tmp_path / "s", frames=1)
     acc = _fit(data, with_differences=False, epochs=4)
-    assert acc > 0.8, f"one-frame model reached only {acc:.2f} on the scene proxy"
+    assert acc > 0.6, f"one-frame model reached only {acc:.2f} on the scene proxy"
