@@ -245,7 +245,6 @@ class _Skip(Exception):
 
 
 PROXY_CODE = "stm_lib/data/proxy.py"   # what generates the proxies a page's runs read
-_VERSION_NAMES = {"temporal": "VERSION", "scene": "SCENE_VERSION"}
 
 
 def _same_generator(res: dict, rows: list, commit: str, where: Path) -> None:
@@ -260,7 +259,7 @@ def _same_generator(res: dict, rows: list, commit: str, where: Path) -> None:
     from stm_lib.provenance import ROOT
 
     kinds = {str(((sr.get("config") or {}).get("data") or {}).get("dataset", "")).removeprefix("proxy-")
-             for r in rows for sr in r["runs"] if isinstance(sr, dict)} & set(_VERSION_NAMES)
+             for r in rows for sr in r["runs"] if isinstance(sr, dict)} & set(proxy.VERSION_NAMES)
     if not kinds:
         return
     shown = subprocess.run(["git", "show", f"{commit}:{PROXY_CODE}"], cwd=ROOT, capture_output=True, text=True)
@@ -270,7 +269,7 @@ def _same_generator(res: dict, rows: list, commit: str, where: Path) -> None:
     then = {t.id: n.value.value for n in ast.parse(shown.stdout).body if isinstance(n, ast.Assign)
             and isinstance(n.value, ast.Constant) for t in n.targets if isinstance(t, ast.Name)}
     for kind in sorted(kinds):
-        was = then.get(_VERSION_NAMES[kind], then.get("VERSION"))
+        was = then.get(proxy.VERSION_NAMES[kind], then.get("VERSION"))
         if was != proxy.version(kind):
             raise ValueError(f"{where}: its runs read the {kind} proxy of generator version {was} ({PROXY_CODE} at "
                              f"{commit[:12]}), this checkout generates version {proxy.version(kind)}: not the same data")

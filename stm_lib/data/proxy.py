@@ -236,9 +236,14 @@ def render_scene(rng: np.random.Generator, label: int, classes: int, frames: int
 
 # --- writing the SSv1 layout ----------------------------------------------------------------
 
+# The constant holding each kind's generator version (the scene's was VERSION before SCENE_VERSION
+# existed); `stm runs adopt` reads them from an older proxy.py's text
+VERSION_NAMES = {"temporal": "VERSION", "scene": "SCENE_VERSION"}
+
+
 def version(kind: str) -> int:
     """The generator version of a proxy kind ("temporal" or "scene")."""
-    return SCENE_VERSION if kind == "scene" else VERSION
+    return globals()[VERSION_NAMES.get(kind, "VERSION")]
 
 
 def params_of(kind, videos, classes, frames, resolution, seed, jpeg_quality=None, val_clips: int = 0) -> dict:
